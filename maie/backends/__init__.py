@@ -1,0 +1,102 @@
+"""Backends, built once per worker process for the queues that process consumes.
+
+`bind_queues()` is called at worker start with the queues the worker was started on (`-Q`), and
+`get_backend(task)` builds that task's backend on first use, then reuses it for every job. A worker
+asked for a task it does not serve fails with "Client not available for task: <task>" and what to
+check, instead of silently building a client for an endpoint nobody configured for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+from maie.backends.base import Completion, LLMBackend, Message
+from maie.errors import ConfigError
+from maie.settings import Settings, Task
+
+__all__ = [
+    "Completion",
+    "LLMBackend",
+    "Message",
+    "build_backend",
+    "bind_queues",
+    "get_backend",
+    "bound_queues",
+    "reset_backends",
+]
+
+log = logging.getLogger("maie.llm")
+
+_lock = threading.Lock()
+_backends: dict[str, LLMBackend] = {}
+_failures: dict[str, str] = {}
+_queues: set[str] | None = None  # None: not a worker (CLI, tests): any task may be built
+
+
+def build_backend(task: Task, settings: Settings) -> LLMBackend:
+    """A new backend for `task` from `settings` (the caller keeps and reuses it)."""
+    if settings.llm_backend == "local_vllm":
+        from maie.backends.local_vllm import LocalVllmBackend
+
+        return LocalVllmBackend(task, settings.task_settings(task))
+    from maie.backends.openai_server import OpenAIServerBackend
+
+    return OpenAIServerBackend(settings.endpoint(task), settings.llm_server.request_timeout_seconds)
+
+
+def bind_queues(queues: Iterable[str]) -> None:
+    global _queues
+    _queues = set(queues)
+
+
+def bound_queues() -> set[str] | None:
+    return _queues
+
+
+def get_backend(task: Task, settings: Settings) -> LLMBackend:
+    """This process's backend for `task`, built on first use and kept."""
+    backend = _backends.get(task)
+    if backend is not None:
+        return backend
+    if _queues is not None and task not in _queues:
+        raise ConfigError(
+            f"Client not available for task: {task}. This worker consumes "
+            f"{', '.join(sorted(_queues)) or 'no queue'}; run the {task} pool with "
+            f"`celery -A maie worker -Q {task}` and check its start-up lines in logs/app.log "
+            '(grep "LLM")'
+        )
+    with _lock:
+        backend = _backends.get(task)
+        if backend is None:
+            try:
+                backend = build_backend(task, settings)
+            except Exception as exc:
+                _failures[task] = str(exc)
+                log.error("LLM %s backend failed to start: %s", task, exc)
+                raise ConfigError(
+                    f"Client not available for task: {task}: {exc}. Check the "
+                    f"{'LLM_ENHANCE__' if task == 'enhance' else 'LLM_SUM__'}* or "
+                    "LLM_SERVER__* settings and logs/app.log (grep \"LLM\")"
+                ) from None
+            _backends[task] = backend
+            bound_model = (
+                settings.endpoint(task).model_name or "(the model the server serves)"
+                if backend.kind == "vllm_server"
+                else backend.model
+            )
+            log.info(
+                "LLM %s bound: backend=%s endpoint=%s model=%s",
+                task, backend.kind, backend.endpoint, bound_model,
+            )
+    return backend
+
+
+def reset_backends() -> None:
+    """Close and forget every backend (tests, worker shutdown)."""
+    with _lock:
+        for backend in _backends.values():
+            backend.close()
+        _backends.clear()
+        _failures.clear()

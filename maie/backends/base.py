@@ -1,0 +1,60 @@
+"""The backend protocol: what a task needs from an LLM, whatever serves it.
+
+Two implementations: `openai_server.OpenAIServerBackend` (any OpenAI-compatible server, such as
+`vllm serve`) and `local_vllm.LocalVllmBackend` (an in-process vLLM engine). Both translate their
+library's errors into MAIE's error tree at this edge, so tasks and the LLM logic see only
+`BackendUnavailable` (retry can help), `BackendRejected` (it cannot) and `ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict
+
+__all__ = ["Message", "Completion", "LLMBackend"]
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    # "stop", "length", ...; "length" means the reply was cut off by max_tokens.
+    finish_reason: str | None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class LLMBackend(Protocol):
+    kind: str  # "vllm_server" | "local_vllm"
+    task: str  # "enhance" | "summary"
+    endpoint: str  # base URL, or "local:<model path>"
+    model: str  # served model name or model path
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The model's context length in tokens, when known."""
+        ...
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        json_schema: dict[str, Any] | None = None,
+        ignore_eos: bool = False,
+    ) -> Completion:
+        """One chat completion; with `json_schema`, decoding is constrained to that schema."""
+        ...
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text` with the model's own tokenizer, or None when it is not at hand."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,161 @@
+"""The Celery app: `celery -A maie worker -Q enhance` and `-Q summary` find it here.
+
+Reliability settings and why (see docs/OPERATIONS.md):
+- acks_late + reject_on_worker_lost: a chunk whose worker dies is redelivered, not lost; tasks write
+  their results idempotently, keyed by job and chunk, so running twice is harmless.
+- prefetch 1 per thread: a pool reserves only what it can run now.
+- the visibility timeout outlasts the longest task with all its retry countdowns, or Redis would
+  hand a still-running task to a second worker.
+- result_expires outlasts any job: the chord counter lives under it.
+- the threads pool: LLM calls wait on the network or on one shared engine, and vLLM's engine spawns
+  processes, which a daemonic prefork child cannot do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from maie.errors import ConfigError
+from maie.settings import TASKS, Settings, get_settings
+
+__all__ = ["app", "celery_config", "QUEUES", "TASK_ROUTES", "startup_settings"]
+
+log = logging.getLogger("maie.worker")
+
+QUEUES = ("enhance", "summary")
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    "maie.enhance_chunk": {"queue": "enhance"},
+    "maie.summarize": {"queue": "summary"},
+    "maie.plan_summary": {"queue": "summary"},
+    "maie.partial_notes": {"queue": "summary"},
+    "maie.assemble": {"queue": "summary"},
+}
+RESULT_EXPIRES = 7 * 86400
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    visibility = max(3600, int(settings.max_task_seconds * 2))
+    return {
+        "broker_url": settings.celery_broker_url,
+        "result_backend": settings.celery_result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_queues": tuple(Queue(q) for q in QUEUES),
+        "task_routes": TASK_ROUTES,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_pool": "threads",
+        "worker_concurrency": settings.worker_concurrency,
+        "broker_transport_options": {"visibility_timeout": visibility},
+        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "visibility_timeout": visibility,
+        "result_expires": RESULT_EXPIRES,
+        "task_track_started": True,
+        "result_extended": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": True,
+    }
+
+
+def _running_under_celery() -> bool:
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return argv0 == "celery" or (argv0 == "__main__.py" and "celery" in sys.argv[0])
+
+
+# Settings are read once, at import. A configuration error stops `celery -A maie ...` at once with
+# its one-line message; an application importing `maie` gets it as ConfigError on first use instead.
+startup_error: ConfigError | None = None
+try:
+    startup_settings: Settings = get_settings()
+except ConfigError as exc:
+    if _running_under_celery():
+        sys.stderr.write(f"maie: configuration error: {exc}\n")
+        raise SystemExit(2) from None
+    startup_error = exc
+    startup_settings = Settings.model_construct()
+
+app = Celery("maie", include=["maie.tasks"])
+app.conf.update(celery_config(startup_settings))
+
+
+def _queues_of(options: dict[str, Any]) -> list[str]:
+    raw = options.get("queues") or []
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    return [q.strip() for q in raw if q.strip()] or list(QUEUES)
+
+
+@signals.celeryd_init.connect
+def _on_worker_init(sender: Any = None, conf: Any = None, options: Any = None, **_: Any) -> None:
+    from maie.backends import bind_queues
+
+    settings = startup_settings
+    queues = _queues_of(options or {})
+    bind_queues(queues)
+    if (options or {}).get("concurrency") is None and conf.worker_concurrency is None:
+        # A pool's default concurrency is what fills its LLM: the server's batch, or the engine's.
+        task = next((q for q in queues if q in TASKS), "enhance")
+        conf.worker_concurrency = (
+            settings.task_settings(task).max_num_seqs  # type: ignore[arg-type]
+            if settings.llm_backend == "local_vllm"
+            else 16
+        )
+
+
+@signals.after_setup_logger.connect
+def _on_setup_logger(**_: Any) -> None:
+    from maie.logs import setup_logging
+
+    setup_logging(startup_settings.log_dir, startup_settings.log_level)
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    """Bind each consumed task's backend now, so the log says which endpoint and model it uses."""
+    from maie.backends import bound_queues, get_backend
+
+    queues = bound_queues() or set(QUEUES)
+    tasks = [t for t in TASKS if t in queues]
+    log.info("worker ready: queues=%s backend=%s", ",".join(sorted(queues)),
+             startup_settings.llm_backend)
+
+    def bind() -> None:
+        for task in tasks:
+            try:
+                get_backend(task, startup_settings)
+            except Exception as exc:  # logged here; the task that needs it fails with the reason
+                log.error("LLM %s backend unavailable: %s", task, exc)
+
+    if startup_settings.llm_backend == "local_vllm":
+        # Loading an engine takes a while: do it off the start-up path so the worker stays
+        # responsive; the first task waits for it through the same lock.
+        threading.Thread(target=bind, name="maie-engine-load", daemon=True).start()
+    else:
+        bind()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    from maie.backends import reset_backends
+
+    reset_backends()
+
+
+@signals.task_prerun.connect
+def _on_task_prerun(kwargs: Any = None, **_: Any) -> None:
+    from maie.logs import job_id_var
+
+    job_id_var.set(str((kwargs or {}).get("job_id", "-")))

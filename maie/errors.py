@@ -1,0 +1,86 @@
+"""MAIE's one exception tree.
+
+    MaieError
+    ├── ConfigError            settings are wrong; fix the configuration (also 401/403 from an endpoint)
+    ├── InputError             the transcript, template or feature asked for is invalid; nothing was queued
+    ├── BackendUnavailable     the LLM could not be reached or was busy: a retry can help
+    │                          (connection refused, timeout, 429, 5xx)
+    ├── BackendRejected        the LLM refused the request or its output never became valid: a retry
+    │                          cannot help (400, reply cut off by max_tokens, schema never satisfied)
+    ├── QueueFull              a queue is over its depth limit; submit later
+    └── JobFailed              a job ended in failure; carries the stage and the reason
+
+Every class carries only strings so Celery's JSON result backend can store and rebuild it with its
+message intact (exceptions with required keyword arguments cannot be rebuilt).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MaieError",
+    "ConfigError",
+    "InputError",
+    "BackendUnavailable",
+    "BackendRejected",
+    "QueueFull",
+    "JobFailed",
+    "JobCancelled",
+]
+
+
+class MaieError(Exception):
+    """Base of every error MAIE raises on purpose."""
+
+    code = "maie_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[MaieError], tuple[str]]:
+        return (type(self), (self.message,))
+
+
+class ConfigError(MaieError):
+    """The configuration is invalid or an endpoint refused our credentials."""
+
+    code = "config_error"
+
+
+class InputError(MaieError):
+    """The submitted transcript, template id or feature set is invalid."""
+
+    code = "input_error"
+
+
+class BackendUnavailable(MaieError):
+    """The LLM backend could not answer now; retrying later can help."""
+
+    code = "backend_unavailable"
+
+
+class BackendRejected(MaieError):
+    """The LLM backend answered, but the request or its output cannot succeed as is."""
+
+    code = "backend_rejected"
+
+
+class QueueFull(MaieError):
+    """A queue holds more waiting tasks than its configured limit."""
+
+    code = "queue_full"
+
+
+class JobFailed(MaieError):
+    """A job ended in failure at a given stage."""
+
+    code = "job_failed"
+
+
+class JobCancelled(MaieError):
+    """A job was cancelled before it finished."""
+
+    code = "job_cancelled"

@@ -1,0 +1,115 @@
+"""What a job returns: `JobResult`, built from the job's records once its last stage ends."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from maie.errors import JobFailed
+
+if TYPE_CHECKING:
+    from maie.store import JobStore
+
+__all__ = ["ChunkRecord", "StageVersion", "StageMetrics", "JobError", "JobResult", "JobStatus", "build_result", "version_of"]
+
+
+class ChunkRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # stored records also hold text and timings
+
+    index: int
+    degraded: bool = False  # the model's reply was unfaithful; the raw text stands in
+    edit_rate: float | None = None
+    failed: bool = False  # the chunk could not be enhanced at all; the raw text stands in
+    error: str | None = None
+    attempts: int = 0
+
+
+class StageVersion(BaseModel):
+    backend: str
+    base_url: str
+    model: str
+    prompt_sha256: str
+    schema_sha256: str | None = None
+
+
+class StageMetrics(BaseModel):
+    wall_seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    chunks: int = 0
+
+
+class JobError(BaseModel):
+    stage: str  # "submit" | "enhance" | "summary"
+    code: str  # the MaieError code, e.g. "backend_rejected"
+    message: str
+    chunk: int | None = None
+
+
+class JobResult(BaseModel):
+    job_id: str
+    status: Literal["SUCCESS", "FAILURE", "CANCELLED"]
+    features: list[str]
+    template_id: str | None = None
+    enhanced_text: str | None = None
+    summary: dict[str, Any] | None = None
+    chunks: list[ChunkRecord] = Field(default_factory=list)
+    versions: dict[str, StageVersion] = Field(default_factory=dict)
+    metrics: dict[str, StageMetrics] = Field(default_factory=dict)
+    error: JobError | None = None
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    state: Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED", "UNKNOWN"]
+    chunks_total: int = 0
+    chunks_done: int = 0
+    stage: str | None = None
+    error: JobError | None = None
+
+
+def version_of(
+    backend: Any, *, prompt: str, schema_sha256: str | None = None
+) -> StageVersion:
+    """Which backend, endpoint, model and prompt produced a stage's output."""
+    return StageVersion(
+        backend=backend.kind,
+        base_url=backend.endpoint,
+        model=backend.model,
+        prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+        schema_sha256=schema_sha256,
+    )
+
+
+def build_result(store: JobStore, job_id: str, meta: dict[str, Any]) -> JobResult:
+    """The job's result from its stored chunks, in order; a missing chunk is an error, never a gap."""
+    n = int(meta["n_chunks"])
+    features = list(meta["features"])
+    result = JobResult(
+        job_id=job_id,
+        status="SUCCESS",
+        features=features,
+        template_id=meta.get("template_id"),
+    )
+    if "enhance" not in features:
+        return result
+    records = store.enhanced(job_id)
+    missing = [i for i in range(n) if i not in records]
+    if missing:
+        raise JobFailed(f"enhanced chunks missing from the store: {missing[:20]}")
+    ordered = [records[i] for i in range(n)]
+    result.enhanced_text = "\n".join(r["text"] for r in ordered)
+    result.chunks = [ChunkRecord.model_validate(r) for r in ordered]
+    if "version_enhance" in meta:
+        result.versions["enhance"] = StageVersion.model_validate(meta["version_enhance"])
+    result.metrics["enhance"] = StageMetrics(
+        wall_seconds=round(
+            max(r["finished_at"] for r in ordered) - min(r["started_at"] for r in ordered), 4
+        ),
+        prompt_tokens=sum(r["prompt_tokens"] for r in ordered),
+        completion_tokens=sum(r["completion_tokens"] for r in ordered),
+        chunks=n,
+    )
+    return result

@@ -1,0 +1,222 @@
+"""MAIE's settings: one typed object, read from the environment and `.env`.
+
+Names follow the dual-endpoint configuration users already know (docs/LLM_BACKEND_CONFIGURATION.md):
+`LLM_BACKEND`, `LLM_SERVER__ENHANCE_*`, `LLM_SERVER__SUMMARY_*`, `LLM_ENHANCE__*`, `LLM_SUM__*`.
+The four single-endpoint names of older releases stop every entry point with a message naming their
+replacements, wherever they are set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from maie.errors import ConfigError
+
+__all__ = [
+    "Settings",
+    "LlmServerSettings",
+    "LlmTaskSettings",
+    "Endpoint",
+    "Task",
+    "TASKS",
+    "LEGACY_NAMES",
+    "find_legacy_names",
+    "load_settings",
+    "get_settings",
+]
+
+Task = Literal["enhance", "summary"]
+TASKS: tuple[Task, ...] = ("enhance", "summary")
+
+# Removed name -> replacement. Kept here so the CLI, the API, the worker and the docs say the same.
+LEGACY_NAMES: dict[str, str] = {
+    "LLM_SERVER__BASE_URL": "LLM_SERVER__ENHANCE_BASE_URL",
+    "LLM_SERVER__API_KEY": "LLM_SERVER__ENHANCE_API_KEY",
+    "LLM_SERVER__MODEL_ENHANCE": "LLM_SERVER__ENHANCE_MODEL_NAME",
+    "LLM_SERVER__MODEL_SUMMARY": "LLM_SERVER__SUMMARY_MODEL_NAME",
+}
+
+DEFAULT_DEV_MODEL = "models/smollm2-135m-instruct"
+
+
+class _Section(BaseModel):
+    # A typo in a nested name (LLM_SERVER__ENHANCE_BASEURL) is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class LlmServerSettings(_Section):
+    """`LLM_SERVER__*`: the OpenAI-compatible endpoints used when `LLM_BACKEND=vllm_server`."""
+
+    enhance_base_url: str = "http://localhost:8001/v1"
+    enhance_api_key: SecretStr | None = None
+    # None: ask the server (`/v1/models`) and use the model it serves.
+    enhance_model_name: str | None = None
+    # None: the summary task uses the enhancement endpoint and its key.
+    summary_base_url: str | None = None
+    summary_api_key: SecretStr | None = None
+    summary_model_name: str | None = None
+    request_timeout_seconds: float = Field(default=300.0, gt=0)
+
+
+class LlmTaskSettings(_Section):
+    """`LLM_ENHANCE__*` / `LLM_SUM__*`: one task's in-process engine and its sampling."""
+
+    model: str = DEFAULT_DEV_MODEL
+    tokenizer: str | None = None
+    dtype: str = "auto"
+    max_model_len: int = Field(default=4096, gt=0)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_num_seqs: int = Field(default=32, gt=0)
+    # vLLM's CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), per engine.
+    cpu_kvcache_space_gb: int = Field(default=1, gt=0)
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    enforce_eager: bool = False
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: int = Field(default=1024, gt=0)
+
+
+def _default_sum_settings() -> LlmTaskSettings:
+    return LlmTaskSettings(max_model_len=8192, temperature=0.2)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The resolved OpenAI-compatible endpoint of one task."""
+
+    task: Task
+    base_url: str
+    api_key: SecretStr | None
+    model_name: str | None
+
+    def describe(self) -> str:
+        return f"{self.base_url} model={self.model_name or '(served model)'}"
+
+
+class Settings(BaseSettings):
+    """Every MAIE setting. Build it once at an entry point and pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",  # .env files also hold variables of other programs; legacy names are checked apart
+    )
+
+    llm_backend: Literal["vllm_server", "local_vllm"] = "vllm_server"
+    llm_server: LlmServerSettings = Field(default_factory=LlmServerSettings)
+    llm_enhance: LlmTaskSettings = Field(default_factory=LlmTaskSettings)
+    llm_sum: LlmTaskSettings = Field(default_factory=_default_sum_settings)
+
+    celery_broker_url: str = "redis://localhost:6379/0"
+    celery_result_backend: str = "redis://localhost:6379/0"
+
+    # Chunking and enhancement.
+    chunk_max_tokens: int = Field(default=512, gt=16)
+    enhance_max_edit_rate: float = Field(default=0.15, ge=0, le=1)
+    # "fail": a chunk that still fails after its retries fails the job, naming the chunk.
+    # "raw": the job goes on with that chunk's raw text, and the result marks it.
+    enhance_on_failure: Literal["fail", "raw"] = "fail"
+
+    # Summaries.
+    templates_dir: Path | None = None
+    default_template: str = "generic_summary"
+
+    # Input and queue limits.
+    max_input_bytes: int = Field(default=5_000_000, gt=0)
+    queue_max_depth: int = Field(default=10_000, gt=0)
+
+    # Retries of retryable LLM errors (connection refused, timeout, 429, 5xx).
+    task_max_retries: int = Field(default=5, ge=0)
+    task_retry_backoff_max: int = Field(default=60, gt=0)
+
+    # Worker pools.
+    worker_concurrency: int | None = None
+
+    log_level: str = "INFO"
+    log_dir: Path = Path("logs")
+
+    def task_settings(self, task: Task) -> LlmTaskSettings:
+        return self.llm_enhance if task == "enhance" else self.llm_sum
+
+    def endpoint(self, task: Task) -> Endpoint:
+        """The server endpoint of a task; the summary task falls back to the enhancement endpoint."""
+        s = self.llm_server
+        if task == "enhance":
+            return Endpoint("enhance", s.enhance_base_url, s.enhance_api_key, s.enhance_model_name)
+        if s.summary_base_url:
+            return Endpoint(
+                "summary",
+                s.summary_base_url,
+                s.summary_api_key if s.summary_api_key is not None else s.enhance_api_key,
+                s.summary_model_name or s.enhance_model_name,
+            )
+        return Endpoint(
+            "summary",
+            s.enhance_base_url,
+            s.summary_api_key if s.summary_api_key is not None else s.enhance_api_key,
+            s.summary_model_name or s.enhance_model_name,
+        )
+
+    @property
+    def max_task_seconds(self) -> float:
+        """An upper bound on one task's run, retries included: sizes the visibility timeout."""
+        per_call = self.llm_server.request_timeout_seconds
+        return (self.task_max_retries + 1) * (per_call + self.task_retry_backoff_max) + per_call
+
+
+def find_legacy_names(
+    environ: Mapping[str, str] | None = None, env_file: Path | str | None = ".env"
+) -> list[tuple[str, str]]:
+    """Removed variable names that are set, as (name, where) pairs; where is "environment" or a file."""
+    environ = os.environ if environ is None else environ
+    found: list[tuple[str, str]] = []
+    upper_env = {k.upper() for k in environ}
+    for name in LEGACY_NAMES:
+        if name in upper_env:
+            found.append((name, "environment"))
+    if env_file is not None and Path(env_file).is_file():
+        file_keys = {k.upper() for k in dotenv_values(env_file)}
+        for name in LEGACY_NAMES:
+            if name in file_keys:
+                found.append((name, str(env_file)))
+    return found
+
+
+def legacy_message(found: list[tuple[str, str]]) -> str:
+    parts = [
+        f"{name} (set in {where}) is no longer supported: use {LEGACY_NAMES[name]}"
+        for name, where in found
+    ]
+    return "; ".join(parts) + ". See docs/MIGRATION.md."
+
+
+def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:
+    """Read the settings, refusing removed names and turning validation errors into one line."""
+    found = find_legacy_names(env_file=env_file)
+    if found:
+        raise ConfigError(legacy_message(found))
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (workers and the CLI)."""
+    return load_settings()

@@ -1,0 +1,112 @@
+"""Job state in Redis (the result backend's Redis): chunk texts in, chunk results and the job result out.
+
+Task arguments carry only ids (job id, chunk index), never transcript text: the dashboard shows task
+arguments, and Redis holds the text. Every write is keyed by job and chunk (HSET, SET), so a task
+that is redelivered or runs twice overwrites its own result instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+__all__ = ["JobStore"]
+
+PREFIX = "maie:job:"
+
+
+class JobStore:
+    def __init__(self, url: str, ttl_seconds: int) -> None:
+        self.redis: redis.Redis = redis.Redis.from_url(url, decode_responses=True)
+        self.ttl = ttl_seconds
+
+    def _key(self, job_id: str, part: str = "") -> str:
+        return f"{PREFIX}{job_id}{':' + part if part else ''}"
+
+    # -- creation ------------------------------------------------------------------------------
+    def create(self, job_id: str, meta: dict[str, Any], chunks: list[str]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self._key(job_id), mapping={k: json.dumps(v) for k, v in meta.items()})
+        if chunks:
+            pipe.hset(self._key(job_id, "raw"), mapping={str(i): t for i, t in enumerate(chunks)})
+        for part in ("", "raw"):
+            pipe.expire(self._key(job_id, part), self.ttl)
+        pipe.execute()
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self._key(job_id)))
+
+    def meta(self, job_id: str) -> dict[str, Any]:
+        raw = self.redis.hgetall(self._key(job_id))
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    def set_meta(self, job_id: str, **fields: Any) -> None:
+        self.redis.hset(self._key(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
+
+    # -- chunks --------------------------------------------------------------------------------
+    def raw_chunk(self, job_id: str, index: int) -> str | None:
+        value = self.redis.hget(self._key(job_id, "raw"), str(index))
+        return value if value is None else str(value)
+
+    def raw_chunks(self, job_id: str) -> dict[int, str]:
+        return {int(k): v for k, v in self.redis.hgetall(self._key(job_id, "raw")).items()}
+
+    def put_enhanced(self, job_id: str, index: int, record: dict[str, Any]) -> None:
+        key = self._key(job_id, "enhanced")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, str(index), json.dumps(record, ensure_ascii=False))
+        pipe.expire(key, self.ttl)
+        pipe.execute()
+
+    def enhanced(self, job_id: str) -> dict[int, dict[str, Any]]:
+        raw = self.redis.hgetall(self._key(job_id, "enhanced"))
+        return {int(k): json.loads(v) for k, v in raw.items()}
+
+    def enhanced_count(self, job_id: str) -> int:
+        return int(self.redis.hlen(self._key(job_id, "enhanced")))
+
+    # -- outcome -------------------------------------------------------------------------------
+    def put_partial(self, job_id: str, group: int, record: dict[str, Any]) -> None:
+        key = self._key(job_id, "partials")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, str(group), json.dumps(record, ensure_ascii=False))
+        pipe.expire(key, self.ttl)
+        pipe.execute()
+
+    def partials(self, job_id: str) -> dict[int, dict[str, Any]]:
+        raw = self.redis.hgetall(self._key(job_id, "partials"))
+        return {int(k): json.loads(v) for k, v in raw.items()}
+
+    def put_result(self, job_id: str, result_json: str) -> None:
+        self.redis.set(self._key(job_id, "result"), result_json, ex=self.ttl)
+
+    def result(self, job_id: str) -> str | None:
+        value = self.redis.get(self._key(job_id, "result"))
+        return None if value is None else str(value)
+
+    def put_error(self, job_id: str, error: dict[str, Any]) -> bool:
+        """Record why the job failed; the first failure wins (later ones are its consequences)."""
+        return bool(
+            self.redis.set(self._key(job_id, "error"), json.dumps(error), ex=self.ttl, nx=True)
+        )
+
+    def error(self, job_id: str) -> dict[str, Any] | None:
+        value = self.redis.get(self._key(job_id, "error"))
+        return None if value is None else dict(json.loads(str(value)))
+
+    def cancel(self, job_id: str) -> None:
+        self.redis.set(self._key(job_id, "cancelled"), "1", ex=self.ttl)
+
+    def cancelled(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self._key(job_id, "cancelled")))
+
+    # -- idempotent submission -----------------------------------------------------------------
+    def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
+        """Bind `key` to `job_id`; returns the job already bound to it, if any."""
+        name = f"maie:idem:{key}"
+        if self.redis.set(name, job_id, nx=True, ex=self.ttl):
+            return None
+        existing = self.redis.get(name)
+        return None if existing is None else str(existing)

@@ -1,0 +1,225 @@
+"""Submitting jobs and following them: `submit()` validates, chunks and sends the canvas; `Job` follows.
+
+Everything that can be refused is refused here, before anything is queued: the settings, the
+features, the template, the transcript, the queue depth. Then the chunk texts go to Redis and the
+canvas goes to the broker, carrying only ids:
+
+    chord(group(enhance_chunk(job, i) for each chunk)  → queue enhance,
+          summarize(job) | assemble(job))               → queue summary
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from celery import chord, group
+from celery.canvas import Signature
+
+from maie.celery import QUEUES, RESULT_EXPIRES, app, startup_error, startup_settings
+from maie.chunking import chunk_segments, load_token_counter
+from maie.errors import BackendUnavailable, InputError, QueueFull
+from maie.inputs import Format, load_transcript
+from maie.result import JobError, JobResult, JobStatus
+from maie.settings import Settings
+from maie.store import JobStore
+from maie.templates import load_template
+
+__all__ = ["FEATURES", "submit", "Job", "build_canvas", "chunk_task_id"]
+
+FEATURES = ("enhance", "summary")
+
+
+def chunk_task_id(job_id: str, index: int) -> str:
+    return f"{job_id}-enhance-{index}"
+
+
+def _settings(settings: Settings | None) -> Settings:
+    if settings is not None:
+        return settings
+    if startup_error is not None:
+        raise startup_error
+    return startup_settings
+
+
+def _store(settings: Settings) -> JobStore:
+    return JobStore(settings.celery_result_backend, RESULT_EXPIRES)
+
+
+def check_features(features: Iterable[str]) -> list[str]:
+    chosen = [f.strip() for f in features if f.strip()]
+    unknown = sorted(set(chosen) - set(FEATURES))
+    if unknown:
+        raise InputError(
+            f"unknown feature {', '.join(map(repr, unknown))}; choose from {', '.join(FEATURES)}"
+        )
+    if not chosen:
+        raise InputError(f"no feature chosen; choose from {', '.join(FEATURES)}")
+    return [f for f in FEATURES if f in chosen]
+
+
+def build_canvas(job_id: str, n_chunks: int, features: list[str]) -> Signature:
+    """The job's Celery canvas (pure: tests check its shape without running it)."""
+    body_name = "maie.summarize" if "summary" in features else "maie.assemble"
+    body = app.signature(body_name, kwargs={"job_id": job_id}).set(task_id=job_id)
+    if "enhance" not in features:
+        return body
+    header = group(
+        app.signature("maie.enhance_chunk", kwargs={"job_id": job_id, "index": i}).set(
+            task_id=chunk_task_id(job_id, i)
+        )
+        for i in range(n_chunks)
+    )
+    return chord(header, body)
+
+
+def queue_depth(settings: Settings, queue: str) -> int:
+    """Messages waiting in a queue (the Redis broker keeps one list per queue)."""
+    client = redis.Redis.from_url(settings.celery_broker_url)
+    try:
+        return int(client.llen(queue))
+    finally:
+        client.close()
+
+
+def submit(
+    source: str | os.PathLike[str],
+    *,
+    template_id: str | None = None,
+    features: Iterable[str] = FEATURES,
+    fmt: Format | None = None,
+    idempotency_key: str | None = None,
+    settings: Settings | None = None,
+) -> Job:
+    """Validate a transcript (text or path), split it and queue its job; returns its `Job`."""
+    s = _settings(settings)
+    chosen = check_features(features)
+    template = (
+        load_template(template_id or s.default_template, s.templates_dir)
+        if "summary" in chosen
+        else None
+    )
+    if template is None and template_id is not None:
+        load_template(template_id, s.templates_dir)  # still refuse a bad id
+    segments = load_transcript(source, max_bytes=s.max_input_bytes, fmt=fmt)
+    tokenizer = s.llm_enhance.tokenizer or (
+        s.llm_enhance.model if s.llm_backend == "local_vllm" else None
+    )
+    chunks = chunk_segments(segments, s.chunk_max_tokens, load_token_counter(tokenizer))
+    store = _store(s)
+    try:
+        for queue in QUEUES:
+            depth = queue_depth(s, queue)
+            if depth >= s.queue_max_depth:
+                raise QueueFull(
+                    f"queue {queue} holds {depth} tasks (QUEUE_MAX_DEPTH={s.queue_max_depth}); "
+                    "submit again later or add workers"
+                )
+        job_id = uuid.uuid4().hex
+        if idempotency_key:
+            existing = store.claim_idempotency_key(idempotency_key, job_id)
+            if existing is not None:
+                return Job(existing, s)
+        meta: dict[str, Any] = {
+            "features": chosen,
+            "template_id": template.id if template else None,
+            "n_chunks": len(chunks),
+            "created_at": time.time(),
+        }
+        store.create(job_id, meta, [c.text for c in chunks])
+        build_canvas(job_id, len(chunks), chosen).apply_async()
+    except redis.RedisError as exc:
+        raise BackendUnavailable(f"cannot reach Redis: {exc}") from None
+    return Job(job_id, s)
+
+
+class Job:
+    """A handle on a submitted job: its status, its result, its cancellation."""
+
+    def __init__(self, job_id: str, settings: Settings | None = None) -> None:
+        self.id = job_id
+        self._settings = _settings(settings)
+        self._store = _store(self._settings)
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobStatus:
+        st = self._store
+        if not st.exists(self.id):
+            return JobStatus(job_id=self.id, state="UNKNOWN")
+        meta = st.meta(self.id)
+        total = int(meta["n_chunks"]) if "enhance" in meta["features"] else 0
+        done = st.enhanced_count(self.id) if total else 0
+        error = st.error(self.id)
+        if st.cancelled(self.id):
+            state = "CANCELLED"
+        elif st.result(self.id) is not None:
+            state = "SUCCESS"
+        elif error is not None:
+            state = "FAILURE"
+        elif done or app.AsyncResult(self.id).state == "STARTED":
+            state = "RUNNING"
+        else:
+            state = "PENDING"
+        stage = None
+        if state in ("RUNNING", "PENDING"):
+            stage = "enhance" if total and done < total else (
+                "summary" if "summary" in meta["features"] else "enhance"
+            )
+        return JobStatus(
+            job_id=self.id,
+            state=state,
+            chunks_total=total,
+            chunks_done=done,
+            stage=stage,
+            error=JobError.model_validate(error) if error else None,
+        )
+
+    def result(self) -> JobResult | None:
+        """The final result, or None while the job runs."""
+        st = self._store
+        raw = st.result(self.id)
+        if raw is not None:
+            return JobResult.model_validate_json(raw)
+        meta = st.meta(self.id) if st.exists(self.id) else {}
+        features = list(meta.get("features", []))
+        if st.cancelled(self.id):
+            return JobResult(
+                job_id=self.id, status="CANCELLED", features=features,
+                template_id=meta.get("template_id"),
+                error=JobError(stage="job", code="job_cancelled", message="job was cancelled"),
+            )
+        error = st.error(self.id)
+        if error is not None:
+            return JobResult(
+                job_id=self.id, status="FAILURE", features=features,
+                template_id=meta.get("template_id"), error=JobError.model_validate(error),
+            )
+        if not meta:
+            raise InputError(f"no job {self.id} (unknown id, or its records expired)")
+        return None
+
+    def wait(self, timeout: float | None = None, poll: float = 0.05) -> JobResult:
+        """Block until the job ends (success, failure or cancellation); TimeoutError after timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = poll
+        while True:
+            result = self.result()
+            if result is not None:
+                return result
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def cancel(self) -> None:
+        """Mark the job cancelled and revoke its queued tasks; running LLM calls end at their timeout."""
+        self._store.cancel(self.id)
+        meta = self._store.meta(self.id) if self._store.exists(self.id) else {}
+        ids = [self.id] + [chunk_task_id(self.id, i) for i in range(int(meta.get("n_chunks", 0)))]
+        app.control.revoke(ids)

@@ -1,0 +1,165 @@
+"""The tasks: thin wrappers that unpack ids, call the plain LLM functions and return JSON data.
+
+    enhance_chunk  (queue enhance)  one chunk → its enhanced text, stored under (job, chunk)
+    summarize      (queue summary)  chord body: the chunks in order → schema-valid summary → result
+    assemble       (queue summary)  chord body of enhance-only jobs: the chunks in order → result
+
+Retryable errors (`BackendUnavailable`) retry with exponential backoff and full jitter, a bounded
+number of times; every other error fails at once. Whatever fails is recorded against the job with
+its stage, code and chunk, so `Job.wait()` can say which stage failed and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+from typing import Any
+
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from maie.backends import get_backend
+from maie.celery import RESULT_EXPIRES, app, startup_settings
+from maie.enhance import enhance_chunk_text
+from maie.errors import BackendUnavailable, InputError, JobCancelled, MaieError
+from maie.result import JobError, StageMetrics, build_result, version_of
+from maie.settings import Settings
+from maie.store import JobStore
+from maie.summary import summarize_text
+from maie.templates import load_template
+
+__all__ = ["enhance_chunk", "summarize", "assemble"]
+
+log = logging.getLogger("maie.tasks")
+
+
+def settings() -> Settings:
+    return startup_settings
+
+
+@lru_cache(maxsize=1)
+def store() -> JobStore:
+    return JobStore(settings().celery_result_backend, RESULT_EXPIRES)
+
+
+class MaieTask(Task):  # type: ignore[misc]
+    """Records a task's final failure against its job before Celery stores the exception."""
+
+    stage = "job"
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        job_id = (kwargs or {}).get("job_id")
+        if job_id:
+            error = JobError(
+                stage=self.stage,
+                code=getattr(exc, "code", type(exc).__name__),
+                message=str(exc),
+                chunk=(kwargs or {}).get("index"),
+            )
+            store().put_error(job_id, error.model_dump())
+        log.error("%s failed: %s", self.name, exc)
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+
+
+def _retry_or_raise(task: Task, exc: BackendUnavailable, what: str) -> None:
+    """Schedule a retry with backoff while retries remain; else let the caller give up."""
+    s = settings()
+    if task.request.retries < s.task_max_retries:
+        countdown = get_exponential_backoff_interval(
+            factor=1, retries=task.request.retries, maximum=s.task_retry_backoff_max, full_jitter=True
+        )
+        log.warning("%s: %s; retry %d in %ss", what, exc, task.request.retries + 1, countdown)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=s.task_max_retries)
+
+
+def _check_cancelled(job_id: str) -> None:
+    if store().cancelled(job_id):
+        raise JobCancelled(f"job {job_id} was cancelled")
+
+
+@app.task(bind=True, base=MaieTask, name="maie.enhance_chunk", stage="enhance")  # type: ignore[misc]
+def enhance_chunk(self: Task, *, job_id: str, index: int) -> dict[str, Any]:
+    _check_cancelled(job_id)
+    text = store().raw_chunk(job_id, index)
+    if text is None:
+        raise InputError(f"chunk {index} of job {job_id} is not in the store (expired?)")
+    s = settings()
+    started = time.time()
+    backend = get_backend("enhance", s)
+    try:
+        chunk = enhance_chunk_text(backend, index, text, s.llm_enhance, s.enhance_max_edit_rate)
+        record = chunk.to_json()
+    except MaieError as exc:
+        if isinstance(exc, BackendUnavailable):
+            _retry_or_raise(self, exc, f"chunk {index}")
+        message = f"chunk {index}: {exc}"
+        if s.enhance_on_failure == "fail":
+            raise type(exc)(message) from None
+        # ENHANCE_ON_FAILURE=raw: the summary goes on with this chunk's raw text, marked failed.
+        log.error("%s; keeping its raw text (ENHANCE_ON_FAILURE=raw)", message)
+        record = {
+            "index": index, "text": text, "degraded": True, "edit_rate": None, "failed": True,
+            "error": message, "attempts": self.request.retries + 1, "prompt_tokens": 0,
+            "completion_tokens": 0, "seconds": 0.0,
+        }
+    record.update(started_at=started, finished_at=time.time())
+    store().put_enhanced(job_id, index, record)
+    store().set_meta(job_id, version_enhance=version_of(backend, prompt=_enhance_prompt()))
+    log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"],
+             record["edit_rate"])
+    return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}
+
+
+def _enhance_prompt() -> str:
+    from maie.enhance import SYSTEM_PROMPT
+
+    return SYSTEM_PROMPT
+
+
+@app.task(bind=True, base=MaieTask, name="maie.summarize", stage="summary")  # type: ignore[misc]
+def summarize(self: Task, _header: Any = None, *, job_id: str) -> dict[str, Any]:
+    _check_cancelled(job_id)
+    s = settings()
+    st = store()
+    meta = st.meta(job_id)
+    template = load_template(meta["template_id"], s.templates_dir)
+    result = build_result(st, job_id, meta)  # checks every chunk is there, in order
+    text = result.enhanced_text if result.enhanced_text is not None else "\n".join(
+        st.raw_chunks(job_id)[i] for i in range(meta["n_chunks"])
+    )
+    backend = get_backend("summary", s)
+    try:
+        outcome = summarize_text(backend, template, text, s.llm_sum)
+    except BackendUnavailable as exc:
+        _retry_or_raise(self, exc, "summary")
+        raise
+    result.summary = outcome.data
+    result.template_id = template.id
+    result.versions["summary"] = version_of(
+        backend, prompt=template.prompt_source, schema_sha256=template.schema_sha256
+    )
+    result.metrics["summary"] = StageMetrics(
+        wall_seconds=outcome.seconds,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        chunks=meta["n_chunks"],
+    )
+    if "enhance" not in meta["features"]:
+        result.enhanced_text = None
+    data = result.model_dump(mode="json")
+    st.put_result(job_id, result.model_dump_json())
+    log.info("summary done: template=%s attempts=%d", template.id, outcome.attempts)
+    return data
+
+
+@app.task(bind=True, base=MaieTask, name="maie.assemble", stage="enhance")  # type: ignore[misc]
+def assemble(self: Task, _header: Any = None, *, job_id: str) -> dict[str, Any]:
+    _check_cancelled(job_id)
+    st = store()
+    result = build_result(st, job_id, st.meta(job_id))
+    st.put_result(job_id, result.model_dump_json())
+    log.info("enhanced transcript assembled: %d chunks", len(result.chunks))
+    return result.model_dump(mode="json")

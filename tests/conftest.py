@@ -1,0 +1,205 @@
+"""Shared fixtures: a real Redis DB of the tests' own, fake OpenAI servers, real worker processes.
+
+Workers are started the way users start them (`celery -A maie worker -Q enhance`), as separate
+processes with their settings in the environment; nothing here runs Celery in eager mode.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_openai import FakeServerProcess  # noqa: E402
+
+REDIS_URL = os.environ.get("MAIE_TEST_REDIS", "redis://127.0.0.1:6379/13")
+# The test process's own Celery app reads these once, at import: point it at the tests' Redis DB.
+os.environ["CELERY_BROKER_URL"] = REDIS_URL
+os.environ["CELERY_RESULT_BACKEND"] = REDIS_URL
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests under tests/integration and tests/engine carry their tier's marker automatically.
+    for item in items:
+        path = str(item.fspath)
+        if f"{os.sep}integration{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+        if f"{os.sep}engine{os.sep}" in path:
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test starts without MAIE variables from the developer's shell or a stray .env."""
+    for name in list(os.environ):
+        if name.startswith(("LLM_", "CHUNK_", "ENHANCE_", "QUEUE_", "TASK_", "LOG_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"Redis is not answering at {REDIS_URL}: start redis-server (scripts/test.sh does)")
+    yield client
+    client.close()
+
+
+def clean_redis(client: redis.Redis) -> None:
+    """Forget jobs, results and queued messages; keep kombu's bindings that running workers use."""
+    for pattern in ("maie:*", "celery-task-meta-*", "chord-unlock-*", "*.counter"):
+        keys = list(client.scan_iter(pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    for queue in ("enhance", "summary"):
+        client.delete(queue)
+
+
+@pytest.fixture
+def fresh_redis(redis_client: redis.Redis) -> redis.Redis:
+    clean_redis(redis_client)
+    return redis_client
+
+
+@dataclass
+class Worker:
+    queue: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LLM_", "CELERY_", "CHUNK_", "ENHANCE_", "QUEUE_", "TASK_"))}
+    env.update(
+        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_RESULT_BACKEND=REDIS_URL,
+        LLM_SERVER__REQUEST_TIMEOUT_SECONDS="10",
+        TASK_RETRY_BACKOFF_MAX="1",
+        TASK_MAX_RETRIES="3",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(
+    queue: str, env: dict[str, str], log_dir: Path, concurrency: int = 4, ready_timeout: float = 60
+) -> Worker:
+    """`celery -A maie worker -Q <queue>` as a real process; returns once it is ready."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"worker-{queue}.out"
+    celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
+    cmd = [celery, "-A", "maie", "worker", "-Q", queue, "-c", str(concurrency),
+           "-n", f"{queue}-{os.getpid()}-{time.monotonic_ns()}@%h", "--loglevel", "INFO",
+           "--without-mingle", "--without-gossip"]
+    env = {**env, "LOG_DIR": str(log_dir)}
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=log_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    worker = Worker(queue, proc, log_path, env)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker {queue} exited {proc.returncode}:\n{worker.log()[-3000:]}")
+        if " ready." in worker.log():
+            return worker
+        time.sleep(0.2)
+    worker.stop(signal.SIGKILL)
+    raise RuntimeError(f"worker {queue} not ready in {ready_timeout}s:\n{worker.log()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def server_a(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServerProcess]:
+    with FakeServerProcess(name="A", model="enhance-model", api_key="sk-test-enhance-key") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def server_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServerProcess]:
+    with FakeServerProcess(name="B", model="summary-model", api_key="sk-test-summary-key") as s:
+        yield s
+
+
+def dual_env(a: FakeServerProcess, b: FakeServerProcess, **extra: str) -> dict[str, str]:
+    return base_env(
+        LLM_BACKEND="vllm_server",
+        LLM_SERVER__ENHANCE_BASE_URL=a.base_url,
+        LLM_SERVER__ENHANCE_API_KEY="sk-test-enhance-key",
+        LLM_SERVER__ENHANCE_MODEL_NAME="enhance-model",
+        LLM_SERVER__SUMMARY_BASE_URL=b.base_url,
+        LLM_SERVER__SUMMARY_API_KEY="sk-test-summary-key",
+        LLM_SERVER__SUMMARY_MODEL_NAME="summary-model",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="session")
+def dual_workers(
+    redis_client: redis.Redis,
+    server_a: FakeServerProcess,
+    server_b: FakeServerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Worker]]:
+    """An enhance pool bound to server A and a summary pool bound to server B."""
+    clean_redis(redis_client)
+    log_dir = tmp_path_factory.mktemp("dual-workers")
+    env = dual_env(server_a, server_b)
+    workers = {q: start_worker(q, env, log_dir) for q in ("enhance", "summary")}
+    yield workers
+    for w in workers.values():
+        w.stop()
+
+
+@pytest.fixture
+def dual(
+    dual_workers: dict[str, Worker],
+    fresh_redis: redis.Redis,
+    server_a: FakeServerProcess,
+    server_b: FakeServerProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Worker]:
+    """The dual-endpoint pools, with the fake servers reset and this process's settings matching."""
+    server_a.reset()
+    server_b.reset()
+    for k, v in dual_env(server_a, server_b).items():
+        if k.startswith(("LLM_", "CELERY_", "TASK_")):
+            monkeypatch.setenv(k, v)
+    return dual_workers
+
+
+def load_jsonl(name: str) -> list[dict[str, object]]:
+    import json
+
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
