@@ -107,7 +107,9 @@ def enhance_chunk(self: Task, *, job_id: str, index: int) -> dict[str, Any]:
         }
     record.update(started_at=started, finished_at=time.time())
     store().put_enhanced(job_id, index, record)
-    store().set_meta(job_id, version_enhance=version_of(backend, prompt=_enhance_prompt()))
+    store().set_meta(
+        job_id, version_enhance=version_of(backend, prompt=_enhance_prompt()).model_dump()
+    )
     log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"],
              record["edit_rate"])
     return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}

@@ -16,7 +16,8 @@ def write_env(path: Path, text: str) -> Path:
     return env
 
 
-def test_defaults() -> None:
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CELERY_BROKER_URL")
     s = load_settings(env_file=None)
     assert s.llm_backend == "vllm_server"
     assert s.endpoint("enhance").base_url == "http://localhost:8001/v1"
