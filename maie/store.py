@@ -8,6 +8,7 @@ that is redelivered or runs twice overwrites its own result instead of adding a 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -17,9 +18,15 @@ __all__ = ["JobStore"]
 PREFIX = "maie:job:"
 
 
+@lru_cache(maxsize=8)
+def _client(url: str) -> redis.Redis:
+    # One connection pool per URL and process, shared by every JobStore and Job handle.
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
 class JobStore:
     def __init__(self, url: str, ttl_seconds: int) -> None:
-        self.redis: redis.Redis = redis.Redis.from_url(url, decode_responses=True)
+        self.redis: redis.Redis = _client(url)
         self.ttl = ttl_seconds
 
     def _key(self, job_id: str, part: str = "") -> str:

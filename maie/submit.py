@@ -79,11 +79,9 @@ def build_canvas(job_id: str, n_chunks: int, features: list[str]) -> Signature:
 
 def queue_depth(settings: Settings, queue: str) -> int:
     """Messages waiting in a queue (the Redis broker keeps one list per queue)."""
-    client = redis.Redis.from_url(settings.celery_broker_url)
-    try:
-        return int(client.llen(queue))
-    finally:
-        client.close()
+    from maie.store import _client
+
+    return int(_client(settings.celery_broker_url).llen(queue))
 
 
 def submit(
