@@ -129,8 +129,7 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 
     queues = bound_queues() or set(QUEUES)
     tasks = [t for t in TASKS if t in queues]
-    log.info("worker ready: queues=%s backend=%s", ",".join(sorted(queues)),
-             startup_settings.llm_backend)
+    log.info("worker ready: queues=%s backend=%s", ",".join(sorted(queues)), startup_settings.llm_backend)
 
     def bind() -> None:
         for task in tasks:

@@ -54,26 +54,32 @@ def settings() -> Settings:
 # -- jobs ----------------------------------------------------------------------------------------
 @app.command()
 def submit(
-    file: Annotated[str, typer.Argument(help="Transcript file (txt, speaker lines, JSON, SRT, VTT)"
-                                       " or - for standard input.")],
+    file: Annotated[
+        str,
+        typer.Argument(help="Transcript file (txt, speaker lines, JSON, SRT, VTT) or - for standard input."),
+    ],
     template: Annotated[str | None, typer.Option("--template", "-t", help="Template id.")] = None,
-    features: Annotated[str, typer.Option("--features", "-f",
-                                          help="Comma-separated: enhance,summary.")] = "enhance,summary",
+    features: Annotated[
+        str, typer.Option("--features", "-f", help="Comma-separated: enhance,summary.")
+    ] = "enhance,summary",
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait and print the result.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600.0,
     output_format: Annotated[str, typer.Option("--format", help="Result format: md or json.")] = "md",
-    idempotency_key: Annotated[str | None, typer.Option(help="Return the existing job for this key.")]
-    = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Return the existing job for this key.")] = None,
 ) -> None:
     """Submit a transcript; prints the job id (and, with --wait, the result)."""
-    from maie.submit import Job
     from maie.submit import submit as submit_job
 
     s = settings()
     source: str | Path = sys.stdin.read() if file == "-" else Path(file)
     try:
-        job = submit_job(source, template_id=template, features=features.split(","),
-                         idempotency_key=idempotency_key, settings=s)
+        job = submit_job(
+            source,
+            template_id=template,
+            features=features.split(","),
+            idempotency_key=idempotency_key,
+            settings=s,
+        )
     except MaieError as exc:
         fail(exc)
     err.print(f"job {job.id} submitted", markup=False)
@@ -92,20 +98,26 @@ def _follow(job: object, timeout: float) -> JobResult:
     assert isinstance(job, Job)
     deadline = time.monotonic() + timeout
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
     ) as progress:
         status = job.status()
         bar = progress.add_task("enhance", total=max(status.chunks_total, 1))
         while True:
             result = job.result()
             status = job.status()
-            progress.update(bar, completed=status.chunks_done,
-                            total=max(status.chunks_total, 1),
-                            description=status.stage or status.state.lower())
+            progress.update(
+                bar,
+                completed=status.chunks_done,
+                total=max(status.chunks_total, 1),
+                description=status.stage or status.state.lower(),
+            )
             if result is not None:
-                progress.update(bar, completed=max(status.chunks_total, 1),
-                                description=result.status.lower())
+                progress.update(bar, completed=max(status.chunks_total, 1), description=result.status.lower())
                 return result
             if time.monotonic() > deadline:
                 fail(f"job {job.id} did not finish within {timeout} s", 1)
@@ -118,9 +130,11 @@ def _print_result(result: JobResult, output_format: str) -> None:
         return
     if result.error:
         chunk = f" (chunk {result.error.chunk})" if result.error.chunk is not None else ""
-        err.print(f"maie: job {result.job_id} {result.status.lower()} at stage "
-                  f"{result.error.stage}{chunk}: {result.error.code}: {result.error.message}",
-                  markup=False)
+        err.print(
+            f"maie: job {result.job_id} {result.status.lower()} at stage "
+            f"{result.error.stage}{chunk}: {result.error.code}: {result.error.message}",
+            markup=False,
+        )
         return
     if result.enhanced_text is not None:
         out.print("# Enhanced transcript\n", markup=False)
@@ -130,8 +144,7 @@ def _print_result(result: JobResult, output_format: str) -> None:
             out.print(f"\n(chunks kept raw as degraded: {degraded})", markup=False)
     if result.summary is not None:
         out.print(f"\n# Summary ({result.template_id})\n", markup=False)
-        out.print(json.dumps(result.summary, indent=2, ensure_ascii=False), markup=False,
-                  highlight=False)
+        out.print(json.dumps(result.summary, indent=2, ensure_ascii=False), markup=False, highlight=False)
 
 
 @app.command()
@@ -247,15 +260,21 @@ def config_show(
         if s.llm_backend == "vllm_server":
             ep = s.endpoint(task)
             key = "set (masked)" if ep.api_key else "not set"
-            out.print(f"{task}: endpoint={ep.base_url} model={ep.model_name or '(served model)'} "
-                      f"api_key={key}", markup=False)
+            out.print(
+                f"{task}: endpoint={ep.base_url} model={ep.model_name or '(served model)'} api_key={key}",
+                markup=False,
+            )
         else:
             t = s.task_settings(task)
-            out.print(f"{task}: local engine model={t.model} dtype={t.dtype} "
-                      f"max_model_len={t.max_model_len} max_num_seqs={t.max_num_seqs}",
-                      markup=False)
-    out.print(f"broker={_mask_url(s.celery_broker_url)} "
-              f"result_backend={_mask_url(s.celery_result_backend)}", markup=False)
+            out.print(
+                f"{task}: local engine model={t.model} dtype={t.dtype} "
+                f"max_model_len={t.max_model_len} max_num_seqs={t.max_num_seqs}",
+                markup=False,
+            )
+    out.print(
+        f"broker={_mask_url(s.celery_broker_url)} result_backend={_mask_url(s.celery_result_backend)}",
+        markup=False,
+    )
     if legacy:
         fail(ConfigError(legacy_message(legacy)))
 
@@ -286,9 +305,11 @@ def config_check() -> None:
         if s.llm_backend == "local_vllm":
             model = s.task_settings(task).model
             ok = Path(model).is_dir()
-            out.print(f"{task}: local engine model {model} "
-                      f"{'found' if ok else 'NOT FOUND (run scripts/make-dev-model.sh)'}",
-                      markup=False)
+            out.print(
+                f"{task}: local engine model {model} "
+                f"{'found' if ok else 'NOT FOUND (run scripts/make-dev-model.sh)'}",
+                markup=False,
+            )
             failed |= not ok
             continue
         ep = s.endpoint(task)
@@ -297,15 +318,20 @@ def config_check() -> None:
             backend = build_backend(task, s)
             served = backend.list_models()  # type: ignore[attr-defined]
             backend.chat([{"role": "user", "content": "ping"}], max_tokens=1, temperature=0.0)
-            out.print(f"{task}: ok {ep.base_url} serves {', '.join(served)}; model "
-                      f"{backend.model}; one-token completion in "
-                      f"{(time.monotonic() - started) * 1000:.0f} ms", markup=False)
+            out.print(
+                f"{task}: ok {ep.base_url} serves {', '.join(served)}; model "
+                f"{backend.model}; one-token completion in "
+                f"{(time.monotonic() - started) * 1000:.0f} ms",
+                markup=False,
+            )
         except MaieError as exc:
             failed = True
             err.print(f"{task}: FAILED {ep.base_url}: {' '.join(str(exc).split())}", markup=False)
-            err.print(f"  hint: is the {task} server running? Check LLM_SERVER__"
-                      f"{task.upper()}_BASE_URL, then `tail -f logs/app.log | grep \"LLM\"`",
-                      markup=False)
+            err.print(
+                f"  hint: is the {task} server running? Check LLM_SERVER__"
+                f'{task.upper()}_BASE_URL, then `tail -f logs/app.log | grep "LLM"`',
+                markup=False,
+            )
     if failed:
         raise typer.Exit(1)
 

@@ -113,9 +113,7 @@ def enhance_chunk_text(
     # The first try uses the configured temperature; an unfaithful reply gets one retry at 0.
     temperatures = (cfg.temperature, 0.0)
     for attempt, temperature in enumerate(temperatures, start=1):
-        reply = backend.chat(
-            messages, max_tokens=max_tokens, temperature=temperature, top_p=cfg.top_p
-        )
+        reply = backend.chat(messages, max_tokens=max_tokens, temperature=temperature, top_p=cfg.top_p)
         prompt_tokens += reply.prompt_tokens or 0
         completion_tokens += reply.completion_tokens or 0
         text = reply.text.strip()
@@ -123,10 +121,22 @@ def enhance_chunk_text(
         complete = reply.finish_reason != "length"
         if complete and rate <= max_edit_rate and speaker_labels(text) == labels:
             return EnhancedChunk(
-                index, text, False, round(rate, 4), attempt, prompt_tokens, completion_tokens,
+                index,
+                text,
+                False,
+                round(rate, 4),
+                attempt,
+                prompt_tokens,
+                completion_tokens,
                 round(time.monotonic() - started, 4),
             )
     return EnhancedChunk(
-        index, chunk_text, True, round(rate, 4), len(temperatures), prompt_tokens,
-        completion_tokens, round(time.monotonic() - started, 4),
+        index,
+        chunk_text,
+        True,
+        round(rate, 4),
+        len(temperatures),
+        prompt_tokens,
+        completion_tokens,
+        round(time.monotonic() - started, 4),
     )

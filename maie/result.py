@@ -12,7 +12,16 @@ from maie.errors import JobFailed
 if TYPE_CHECKING:
     from maie.store import JobStore
 
-__all__ = ["ChunkRecord", "StageVersion", "StageMetrics", "JobError", "JobResult", "JobStatus", "build_result", "version_of"]
+__all__ = [
+    "ChunkRecord",
+    "StageVersion",
+    "StageMetrics",
+    "JobError",
+    "JobResult",
+    "JobStatus",
+    "build_result",
+    "version_of",
+]
 
 
 class ChunkRecord(BaseModel):
@@ -70,9 +79,7 @@ class JobStatus(BaseModel):
     error: JobError | None = None
 
 
-def version_of(
-    backend: Any, *, prompt: str, schema_sha256: str | None = None
-) -> StageVersion:
+def version_of(backend: Any, *, prompt: str, schema_sha256: str | None = None) -> StageVersion:
     """Which backend, endpoint, model and prompt produced a stage's output."""
     return StageVersion(
         backend=backend.kind,
@@ -105,9 +112,7 @@ def build_result(store: JobStore, job_id: str, meta: dict[str, Any]) -> JobResul
     if "version_enhance" in meta:
         result.versions["enhance"] = StageVersion.model_validate(meta["version_enhance"])
     result.metrics["enhance"] = StageMetrics(
-        wall_seconds=round(
-            max(r["finished_at"] for r in ordered) - min(r["started_at"] for r in ordered), 4
-        ),
+        wall_seconds=round(max(r["finished_at"] for r in ordered) - min(r["started_at"] for r in ordered), 4),
         prompt_tokens=sum(r["prompt_tokens"] for r in ordered),
         completion_tokens=sum(r["completion_tokens"] for r in ordered),
         chunks=n,

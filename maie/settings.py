@@ -195,8 +195,7 @@ def find_legacy_names(
 
 def legacy_message(found: list[tuple[str, str]]) -> str:
     parts = [
-        f"{name} (set in {where}) is no longer supported: use {LEGACY_NAMES[name]}"
-        for name, where in found
+        f"{name} (set in {where}) is no longer supported: use {LEGACY_NAMES[name]}" for name, where in found
     ]
     return "; ".join(parts) + ". See docs/MIGRATION.md."
 
@@ -210,8 +209,7 @@ def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Set
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
+            f"{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
 

@@ -47,7 +47,7 @@ class JobStore:
 
     def meta(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.hgetall(self._key(job_id))
-        return {k: json.loads(v) for k, v in raw.items()}
+        return {str(k): json.loads(v) for k, v in raw.items()}
 
     def set_meta(self, job_id: str, **fields: Any) -> None:
         self.redis.hset(self._key(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
@@ -58,7 +58,7 @@ class JobStore:
         return value if value is None else str(value)
 
     def raw_chunks(self, job_id: str) -> dict[int, str]:
-        return {int(k): v for k, v in self.redis.hgetall(self._key(job_id, "raw")).items()}
+        return {int(k): str(v) for k, v in self.redis.hgetall(self._key(job_id, "raw")).items()}
 
     def put_enhanced(self, job_id: str, index: int, record: dict[str, Any]) -> None:
         key = self._key(job_id, "enhanced")
@@ -95,9 +95,7 @@ class JobStore:
 
     def put_error(self, job_id: str, error: dict[str, Any]) -> bool:
         """Record why the job failed; the first failure wins (later ones are its consequences)."""
-        return bool(
-            self.redis.set(self._key(job_id, "error"), json.dumps(error), ex=self.ttl, nx=True)
-        )
+        return bool(self.redis.set(self._key(job_id, "error"), json.dumps(error), ex=self.ttl, nx=True))
 
     def error(self, job_id: str) -> dict[str, Any] | None:
         value = self.redis.get(self._key(job_id, "error"))

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from celery import chord, group
@@ -97,16 +97,12 @@ def submit(
     s = _settings(settings)
     chosen = check_features(features)
     template = (
-        load_template(template_id or s.default_template, s.templates_dir)
-        if "summary" in chosen
-        else None
+        load_template(template_id or s.default_template, s.templates_dir) if "summary" in chosen else None
     )
     if template is None and template_id is not None:
         load_template(template_id, s.templates_dir)  # still refuse a bad id
     segments = load_transcript(source, max_bytes=s.max_input_bytes, fmt=fmt)
-    tokenizer = s.llm_enhance.tokenizer or (
-        s.llm_enhance.model if s.llm_backend == "local_vllm" else None
-    )
+    tokenizer = s.llm_enhance.tokenizer or (s.llm_enhance.model if s.llm_backend == "local_vllm" else None)
     chunks = chunk_segments(segments, s.chunk_max_tokens, load_token_counter(tokenizer))
     store = _store(s)
     try:
@@ -154,6 +150,7 @@ class Job:
         total = int(meta["n_chunks"]) if "enhance" in meta["features"] else 0
         done = st.enhanced_count(self.id) if total else 0
         error = st.error(self.id)
+        state: Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
         if st.cancelled(self.id):
             state = "CANCELLED"
         elif st.result(self.id) is not None:
@@ -166,8 +163,10 @@ class Job:
             state = "PENDING"
         stage = None
         if state in ("RUNNING", "PENDING"):
-            stage = "enhance" if total and done < total else (
-                "summary" if "summary" in meta["features"] else "enhance"
+            stage = (
+                "enhance"
+                if total and done < total
+                else ("summary" if "summary" in meta["features"] else "enhance")
             )
         return JobStatus(
             job_id=self.id,
@@ -188,15 +187,20 @@ class Job:
         features = list(meta.get("features", []))
         if st.cancelled(self.id):
             return JobResult(
-                job_id=self.id, status="CANCELLED", features=features,
+                job_id=self.id,
+                status="CANCELLED",
+                features=features,
                 template_id=meta.get("template_id"),
                 error=JobError(stage="job", code="job_cancelled", message="job was cancelled"),
             )
         error = st.error(self.id)
         if error is not None:
             return JobResult(
-                job_id=self.id, status="FAILURE", features=features,
-                template_id=meta.get("template_id"), error=JobError.model_validate(error),
+                job_id=self.id,
+                status="FAILURE",
+                features=features,
+                template_id=meta.get("template_id"),
+                error=JobError.model_validate(error),
             )
         if not meta:
             raise InputError(f"no job {self.id} (unknown id, or its records expired)")

@@ -105,8 +105,7 @@ def summarize_text(
                     f"summary reply was cut off at max_tokens={budget} (finish_reason=length) "
                     "and the model's context leaves no room for a larger budget"
                     if larger <= budget
-                    else f"summary reply was still cut off at max_tokens={budget} "
-                    f"after {attempts} attempts"
+                    else f"summary reply was still cut off at max_tokens={budget} after {attempts} attempts"
                 )
             budget = larger
             continue
@@ -117,8 +116,7 @@ def summarize_text(
             )
         if repaired:
             raise BackendRejected(
-                f"summary does not match template '{template.id}' after one repair: "
-                + "; ".join(errors[:5])
+                f"summary does not match template '{template.id}' after one repair: " + "; ".join(errors[:5])
             )
         repaired = True
         # Feed the errors back once: the model sees its own reply and what is wrong with it.

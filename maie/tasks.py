@@ -43,14 +43,12 @@ def store() -> JobStore:
     return JobStore(settings().celery_result_backend, RESULT_EXPIRES)
 
 
-class MaieTask(Task):  # type: ignore[misc]
+class MaieTask(Task):  # type: ignore[type-arg]
     """Records a task's final failure against its job before Celery stores the exception."""
 
     stage = "job"
 
-    def on_failure(
-        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
-    ) -> None:
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         job_id = (kwargs or {}).get("job_id")
         if job_id:
             error = JobError(
@@ -61,10 +59,10 @@ class MaieTask(Task):  # type: ignore[misc]
             )
             store().put_error(job_id, error.model_dump())
         log.error("%s failed: %s", self.name, exc)
-        super().on_failure(exc, task_id, args, kwargs, einfo)
+        super().on_failure(exc, task_id, args, kwargs, einfo)  # type: ignore[arg-type]
 
 
-def _retry_or_raise(task: Task, exc: BackendUnavailable, what: str) -> None:
+def _retry_or_raise(task: MaieTask, exc: BackendUnavailable, what: str) -> None:
     """Schedule a retry with backoff while retries remain; else let the caller give up."""
     s = settings()
     if task.request.retries < s.task_max_retries:
@@ -80,8 +78,8 @@ def _check_cancelled(job_id: str) -> None:
         raise JobCancelled(f"job {job_id} was cancelled")
 
 
-@app.task(bind=True, base=MaieTask, name="maie.enhance_chunk", stage="enhance")  # type: ignore[misc]
-def enhance_chunk(self: Task, *, job_id: str, index: int) -> dict[str, Any]:
+@app.task(bind=True, base=MaieTask, name="maie.enhance_chunk", stage="enhance")
+def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     _check_cancelled(job_id)
     text = store().raw_chunk(job_id, index)
     if text is None:
@@ -101,17 +99,21 @@ def enhance_chunk(self: Task, *, job_id: str, index: int) -> dict[str, Any]:
         # ENHANCE_ON_FAILURE=raw: the summary goes on with this chunk's raw text, marked failed.
         log.error("%s; keeping its raw text (ENHANCE_ON_FAILURE=raw)", message)
         record = {
-            "index": index, "text": text, "degraded": True, "edit_rate": None, "failed": True,
-            "error": message, "attempts": self.request.retries + 1, "prompt_tokens": 0,
-            "completion_tokens": 0, "seconds": 0.0,
+            "index": index,
+            "text": text,
+            "degraded": True,
+            "edit_rate": None,
+            "failed": True,
+            "error": message,
+            "attempts": self.request.retries + 1,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "seconds": 0.0,
         }
     record.update(started_at=started, finished_at=time.time())
     store().put_enhanced(job_id, index, record)
-    store().set_meta(
-        job_id, version_enhance=version_of(backend, prompt=_enhance_prompt()).model_dump()
-    )
-    log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"],
-             record["edit_rate"])
+    store().set_meta(job_id, version_enhance=version_of(backend, prompt=_enhance_prompt()).model_dump())
+    log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"], record["edit_rate"])
     return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}
 
 
@@ -121,16 +123,18 @@ def _enhance_prompt() -> str:
     return SYSTEM_PROMPT
 
 
-@app.task(bind=True, base=MaieTask, name="maie.summarize", stage="summary")  # type: ignore[misc]
-def summarize(self: Task, _header: Any = None, *, job_id: str) -> dict[str, Any]:
+@app.task(bind=True, base=MaieTask, name="maie.summarize", stage="summary")
+def summarize(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, Any]:
     _check_cancelled(job_id)
     s = settings()
     st = store()
     meta = st.meta(job_id)
     template = load_template(meta["template_id"], s.templates_dir)
     result = build_result(st, job_id, meta)  # checks every chunk is there, in order
-    text = result.enhanced_text if result.enhanced_text is not None else "\n".join(
-        st.raw_chunks(job_id)[i] for i in range(meta["n_chunks"])
+    text = (
+        result.enhanced_text
+        if result.enhanced_text is not None
+        else "\n".join(st.raw_chunks(job_id)[i] for i in range(meta["n_chunks"]))
     )
     backend = get_backend("summary", s)
     try:
@@ -157,8 +161,8 @@ def summarize(self: Task, _header: Any = None, *, job_id: str) -> dict[str, Any]
     return data
 
 
-@app.task(bind=True, base=MaieTask, name="maie.assemble", stage="enhance")  # type: ignore[misc]
-def assemble(self: Task, _header: Any = None, *, job_id: str) -> dict[str, Any]:
+@app.task(bind=True, base=MaieTask, name="maie.assemble", stage="enhance")
+def assemble(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, Any]:
     _check_cancelled(job_id)
     st = store()
     result = build_result(st, job_id, st.meta(job_id))

@@ -98,8 +98,11 @@ class Worker:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLM_", "CELERY_", "CHUNK_", "ENHANCE_", "QUEUE_", "TASK_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLM_", "CELERY_", "CHUNK_", "ENHANCE_", "QUEUE_", "TASK_"))
+    }
     env.update(
         CELERY_BROKER_URL=REDIS_URL,
         CELERY_RESULT_BACKEND=REDIS_URL,
@@ -119,9 +122,22 @@ def start_worker(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"worker-{queue}.out"
     celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
-    cmd = [celery, "-A", "maie", "worker", "-Q", queue, "-c", str(concurrency),
-           "-n", f"{queue}-{os.getpid()}-{time.monotonic_ns()}@%h", "--loglevel", "INFO",
-           "--without-mingle", "--without-gossip"]
+    cmd = [
+        celery,
+        "-A",
+        "maie",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{queue}-{os.getpid()}-{time.monotonic_ns()}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     env = {**env, "LOG_DIR": str(log_dir)}
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=log_dir, env=env, stdout=out, stderr=subprocess.STDOUT)

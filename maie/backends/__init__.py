@@ -78,7 +78,7 @@ def get_backend(task: Task, settings: Settings) -> LLMBackend:
                 raise ConfigError(
                     f"Client not available for task: {task}: {exc}. Check the "
                     f"{'LLM_ENHANCE__' if task == 'enhance' else 'LLM_SUM__'}* or "
-                    "LLM_SERVER__* settings and logs/app.log (grep \"LLM\")"
+                    'LLM_SERVER__* settings and logs/app.log (grep "LLM")'
                 ) from None
             _backends[task] = backend
             bound_model = (
@@ -88,7 +88,10 @@ def get_backend(task: Task, settings: Settings) -> LLMBackend:
             )
             log.info(
                 "LLM %s bound: backend=%s endpoint=%s model=%s",
-                task, backend.kind, backend.endpoint, bound_model,
+                task,
+                backend.kind,
+                backend.endpoint,
+                bound_model,
             )
     return backend
 

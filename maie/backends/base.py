@@ -30,10 +30,25 @@ class Completion:
 
 
 class LLMBackend(Protocol):
-    kind: str  # "vllm_server" | "local_vllm"
-    task: str  # "enhance" | "summary"
-    endpoint: str  # base URL, or "local:<model path>"
-    model: str  # served model name or model path
+    @property
+    def kind(self) -> str:
+        """"vllm_server" or "local_vllm"."""
+        ...
+
+    @property
+    def task(self) -> str:
+        """"enhance" or "summary"."""
+        ...
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL, or "local:<model path>"."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """The served model name or the model path."""
+        ...
 
     @property
     def max_model_len(self) -> int | None:

@@ -42,9 +42,7 @@ def translate_openai_error(exc: Exception, endpoint: str) -> MaieError:
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code in (408, 409) or exc.status_code >= 500:
             return BackendUnavailable(f"{endpoint} failed (HTTP {exc.status_code}): {_short(exc)}")
-        return BackendRejected(
-            f"{endpoint} rejected the request (HTTP {exc.status_code}): {_short(exc)}"
-        )
+        return BackendRejected(f"{endpoint} rejected the request (HTTP {exc.status_code}): {_short(exc)}")
     return BackendRejected(f"{endpoint}: unexpected reply: {_short(exc)}")
 
 

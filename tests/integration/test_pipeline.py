@@ -10,9 +10,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import redis
-
 from conftest import Worker, dual_env, load_jsonl
 from fake_openai import FakeServerProcess
+
 from maie import Job, submit
 from maie.enhance import normalize_words
 from maie.settings import load_settings
@@ -29,8 +29,7 @@ def content_words(text: str) -> list[str]:
     """The spoken words, without speaker labels (a turn split across chunks repeats its label)."""
     import re
 
-    return normalize_words("\n".join(re.sub(r"^[^:\n]{1,40}:\s", "", line)
-                                     for line in text.splitlines()))
+    return normalize_words("\n".join(re.sub(r"^[^:\n]{1,40}:\s", "", line) for line in text.splitlines()))
 
 
 def chat_requests(server: FakeServerProcess) -> list[dict[str, object]]:
@@ -63,9 +62,7 @@ def test_one_chunk_job_uses_enhance_server_a_and_summary_server_b(
     assert result.metrics["summary"].completion_tokens > 0
 
 
-def test_many_chunks_keep_their_order(
-    dual: dict[str, Worker], server_a: FakeServerProcess
-) -> None:
+def test_many_chunks_keep_their_order(dual: dict[str, Worker], server_a: FakeServerProcess) -> None:
     item = load_jsonl("summary_dev.jsonl")[0]
     transcript = str(item["transcript"])
     settings = load_settings(env_file=None, chunk_max_tokens=48)
@@ -85,8 +82,9 @@ def test_many_chunks_keep_their_order(
 def test_429_and_500_are_retried_then_succeed(
     dual: dict[str, Worker], server_a: FakeServerProcess, server_b: FakeServerProcess
 ) -> None:
-    server_a.faults([{"kind": "status", "status": 429, "times": 1},
-                     {"kind": "status", "status": 500, "times": 1}])
+    server_a.faults(
+        [{"kind": "status", "status": 429, "times": 1}, {"kind": "status", "status": 500, "times": 1}]
+    )
     server_b.faults([{"kind": "status", "status": 503, "times": 1}])
     result = submit(TRANSCRIPT, settings=load_settings(env_file=None)).wait(timeout=60)
     assert result.status == "SUCCESS", result.error
@@ -102,16 +100,13 @@ def test_400_fails_the_job_naming_stage_chunk_and_code(
     result = submit(TRANSCRIPT, settings=load_settings(env_file=None)).wait(timeout=60)
     assert result.status == "FAILURE"
     assert result.error is not None
-    assert (result.error.stage, result.error.code, result.error.chunk) == (
-        "enhance", "backend_rejected", 0)
+    assert (result.error.stage, result.error.code, result.error.chunk) == ("enhance", "backend_rejected", 0)
     assert "HTTP 400" in result.error.message and "chunk 0" in result.error.message
     assert len(chat_requests(server_a)) == 1  # not retried: a retry cannot help
     assert chat_requests(server_b) == []  # the summary never ran
 
 
-def test_invalid_summary_json_is_repaired_once(
-    dual: dict[str, Worker], server_b: FakeServerProcess
-) -> None:
+def test_invalid_summary_json_is_repaired_once(dual: dict[str, Worker], server_b: FakeServerProcess) -> None:
     server_b.faults([{"kind": "malformed_json", "times": 1}])
     result = submit(TRANSCRIPT, settings=load_settings(env_file=None)).wait(timeout=60)
     assert result.status == "SUCCESS", result.error
@@ -134,8 +129,7 @@ def test_summary_still_invalid_after_repair_fails_with_the_errors(
 def test_enhance_only_job(
     dual: dict[str, Worker], server_a: FakeServerProcess, server_b: FakeServerProcess
 ) -> None:
-    result = submit(TRANSCRIPT, features={"enhance"},
-                    settings=load_settings(env_file=None)).wait(timeout=60)
+    result = submit(TRANSCRIPT, features={"enhance"}, settings=load_settings(env_file=None)).wait(timeout=60)
     assert result.status == "SUCCESS", result.error
     assert result.enhanced_text and result.summary is None
     assert chat_requests(server_b) == []
@@ -144,8 +138,9 @@ def test_enhance_only_job(
 def test_summary_only_job(
     dual: dict[str, Worker], server_a: FakeServerProcess, server_b: FakeServerProcess
 ) -> None:
-    result = submit(TRANSCRIPT, features=["summary"], template_id="generic_summary",
-                    settings=load_settings(env_file=None)).wait(timeout=60)
+    result = submit(
+        TRANSCRIPT, features=["summary"], template_id="generic_summary", settings=load_settings(env_file=None)
+    ).wait(timeout=60)
     assert result.status == "SUCCESS", result.error
     assert result.summary is not None and result.enhanced_text is None
     assert chat_requests(server_a) == []
@@ -154,7 +149,9 @@ def test_summary_only_job(
 
 
 def test_cli_submits_a_shared_transcript_to_two_servers(
-    dual: dict[str, Worker], server_a: FakeServerProcess, server_b: FakeServerProcess,
+    dual: dict[str, Worker],
+    server_a: FakeServerProcess,
+    server_b: FakeServerProcess,
     tmp_path: Path,
 ) -> None:
     item = load_jsonl("summary_dev.jsonl")[-1]
@@ -162,9 +159,14 @@ def test_cli_submits_a_shared_transcript_to_two_servers(
     path.write_text(str(item["transcript"]))
     env = {**dual_env(server_a, server_b), "CHUNK_MAX_TOKENS": "400"}
     maie = Path(sys.executable).parent / "maie"
-    proc = subprocess.run([str(maie), "submit", str(path), "--wait", "--format", "json",
-                           "--template", "meeting_notes"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [str(maie), "submit", str(path), "--wait", "--format", "json", "--template", "meeting_notes"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "SUCCESS"
@@ -189,7 +191,10 @@ def test_cli_submits_a_shared_transcript_to_two_servers(
     ],
 )
 def test_bad_input_is_refused_before_anything_is_queued(
-    dual: dict[str, Worker], fresh_redis: redis.Redis, source: str, extra: dict[str, object],
+    dual: dict[str, Worker],
+    fresh_redis: redis.Redis,
+    source: str,
+    extra: dict[str, object],
     message: str,
 ) -> None:
     from maie.errors import InputError
@@ -202,14 +207,23 @@ def test_bad_input_is_refused_before_anything_is_queued(
 
 
 def test_cli_bad_input_exits_2_with_one_line(
-    dual: dict[str, Worker], fresh_redis: redis.Redis, tmp_path: Path,
-    server_a: FakeServerProcess, server_b: FakeServerProcess,
+    dual: dict[str, Worker],
+    fresh_redis: redis.Redis,
+    tmp_path: Path,
+    server_a: FakeServerProcess,
+    server_b: FakeServerProcess,
 ) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     env = dual_env(server_a, server_b)
-    proc = subprocess.run([str(Path(sys.executable).parent / "maie"), "submit", str(empty)],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "maie"), "submit", str(empty)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("maie: error:")
     assert fresh_redis.llen("enhance") == 0
@@ -233,6 +247,7 @@ def test_worker_refuses_a_task_for_a_queue_it_does_not_serve(
     store = JobStore(settings.celery_result_backend, 600)
     store.create("misrouted", {"features": ["enhance"], "template_id": None, "n_chunks": 1}, ["hi"])
     res = app.signature("maie.enhance_chunk", kwargs={"job_id": "misrouted", "index": 0}).apply_async(
-        queue="summary")
+        queue="summary"
+    )
     with pytest.raises(Exception, match="Client not available for task: enhance"):
         res.get(timeout=30)

@@ -26,12 +26,15 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_single_server_summary_falls_back_to_enhance(tmp_path: Path) -> None:
-    env = write_env(tmp_path, """
+    env = write_env(
+        tmp_path,
+        """
 LLM_BACKEND=vllm_server
 LLM_SERVER__ENHANCE_BASE_URL=http://localhost:8001/v1
 LLM_SERVER__ENHANCE_API_KEY=your-key
 LLM_SERVER__ENHANCE_MODEL_NAME=Qwen/Qwen2.5-3B-Instruct
-""")
+""",
+    )
     s = load_settings(env_file=env)
     enhance, summary = s.endpoint("enhance"), s.endpoint("summary")
     assert enhance.base_url == summary.base_url == "http://localhost:8001/v1"
@@ -40,7 +43,9 @@ LLM_SERVER__ENHANCE_MODEL_NAME=Qwen/Qwen2.5-3B-Instruct
 
 
 def test_dual_servers(tmp_path: Path) -> None:
-    env = write_env(tmp_path, """
+    env = write_env(
+        tmp_path,
+        """
 LLM_BACKEND=vllm_server
 LLM_SERVER__ENHANCE_BASE_URL=http://localhost:8001/v1
 LLM_SERVER__ENHANCE_API_KEY=your-key-1
@@ -49,7 +54,8 @@ LLM_SERVER__ENHANCE_MODEL_NAME=Qwen/Qwen2.5-3B-Instruct
 LLM_SERVER__SUMMARY_BASE_URL=http://localhost:8002/v1
 LLM_SERVER__SUMMARY_API_KEY=your-key-2
 LLM_SERVER__SUMMARY_MODEL_NAME=Qwen/Qwen2.5-1.5B-Instruct
-""")
+""",
+    )
     s = load_settings(env_file=env)
     e, m = s.endpoint("enhance"), s.endpoint("summary")
     assert (e.base_url, e.model_name) == ("http://localhost:8001/v1", "Qwen/Qwen2.5-3B-Instruct")
@@ -90,9 +96,7 @@ def test_local_vllm_reads_each_task_section(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize("legacy", sorted(LEGACY_NAMES))
-def test_legacy_name_in_environment_is_refused(
-    monkeypatch: pytest.MonkeyPatch, legacy: str
-) -> None:
+def test_legacy_name_in_environment_is_refused(monkeypatch: pytest.MonkeyPatch, legacy: str) -> None:
     monkeypatch.setenv(legacy, "x")
     with pytest.raises(ConfigError) as info:
         load_settings(env_file=None)
