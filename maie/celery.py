@@ -41,7 +41,7 @@ RESULT_EXPIRES = 7 * 86400
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    visibility = max(3600, int(settings.max_task_seconds * 2))
+    visibility = settings.broker_visibility_timeout or max(3600, int(settings.max_task_seconds * 2))
     return {
         "broker_url": settings.celery_broker_url,
         "result_backend": settings.celery_result_backend,

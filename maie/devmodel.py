@@ -165,8 +165,12 @@ def _train_tiny_tokenizer(vocab_size: int) -> Any:
 def _build_tiny(out: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config
-    from transformers import Qwen2ForCausalLM
+    from transformers import (
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     raw = _train_tiny_tokenizer(vocab_size=1000)
     tokenizer = PreTrainedTokenizerFast(

@@ -142,6 +142,9 @@ class Settings(BaseSettings):
 
     # Worker pools.
     worker_concurrency: int | None = None
+    # Seconds before Redis hands an unacknowledged task to another worker. None: derived from the
+    # request timeout and the retry settings (at least an hour), so no running task is duplicated.
+    broker_visibility_timeout: int | None = Field(default=None, gt=0)
 
     log_level: str = "INFO"
     log_dir: Path = Path("logs")
