@@ -25,7 +25,7 @@ from kombu import Queue
 from maie.errors import ConfigError
 from maie.settings import TASKS, Settings, get_settings
 
-__all__ = ["app", "celery_config", "QUEUES", "TASK_ROUTES", "startup_settings"]
+__all__ = ["app", "app_for", "celery_config", "QUEUES", "TASK_ROUTES", "startup_settings"]
 
 log = logging.getLogger("maie.worker")
 
@@ -33,7 +33,6 @@ QUEUES = ("enhance", "summary")
 TASK_ROUTES: dict[str, dict[str, str]] = {
     "maie.enhance_chunk": {"queue": "enhance"},
     "maie.summarize": {"queue": "summary"},
-    "maie.plan_summary": {"queue": "summary"},
     "maie.partial_notes": {"queue": "summary"},
     "maie.assemble": {"queue": "summary"},
 }
@@ -89,6 +88,19 @@ except ConfigError as exc:
 
 app = Celery("maie", include=["maie.tasks"])
 app.conf.update(celery_config(startup_settings))
+_apps: dict[tuple[str, str], Celery] = {}
+
+
+def app_for(settings: Settings) -> Celery:
+    """The app that sends to `settings`' broker: `app` itself unless the caller passed other URLs."""
+    key = (settings.celery_broker_url, settings.celery_result_backend)
+    if key == (startup_settings.celery_broker_url, startup_settings.celery_result_backend):
+        return app
+    if key not in _apps:
+        other = Celery("maie", set_as_current=False)
+        other.conf.update(celery_config(settings))
+        _apps[key] = other
+    return _apps[key]
 
 
 def _queues_of(options: dict[str, Any]) -> list[str]:

@@ -17,10 +17,9 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import redis
-from celery import chord, group
-from celery.canvas import Signature
 
-from maie.celery import QUEUES, RESULT_EXPIRES, app, startup_error, startup_settings
+from maie.canvas import chunk_task_id, job_canvas
+from maie.celery import QUEUES, RESULT_EXPIRES, app_for, startup_error, startup_settings
 from maie.chunking import chunk_segments, load_token_counter
 from maie.errors import BackendUnavailable, InputError, QueueFull
 from maie.inputs import Format, load_transcript
@@ -29,13 +28,9 @@ from maie.settings import Settings
 from maie.store import JobStore
 from maie.templates import load_template
 
-__all__ = ["FEATURES", "submit", "Job", "build_canvas", "chunk_task_id"]
+__all__ = ["FEATURES", "submit", "Job", "check_features"]
 
 FEATURES = ("enhance", "summary")
-
-
-def chunk_task_id(job_id: str, index: int) -> str:
-    return f"{job_id}-enhance-{index}"
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -60,21 +55,6 @@ def check_features(features: Iterable[str]) -> list[str]:
     if not chosen:
         raise InputError(f"no feature chosen; choose from {', '.join(FEATURES)}")
     return [f for f in FEATURES if f in chosen]
-
-
-def build_canvas(job_id: str, n_chunks: int, features: list[str]) -> Signature:
-    """The job's Celery canvas (pure: tests check its shape without running it)."""
-    body_name = "maie.summarize" if "summary" in features else "maie.assemble"
-    body = app.signature(body_name, kwargs={"job_id": job_id}).set(task_id=job_id)
-    if "enhance" not in features:
-        return body
-    header = group(
-        app.signature("maie.enhance_chunk", kwargs={"job_id": job_id, "index": i}).set(
-            task_id=chunk_task_id(job_id, i)
-        )
-        for i in range(n_chunks)
-    )
-    return chord(header, body)
 
 
 def queue_depth(settings: Settings, queue: str) -> int:
@@ -125,7 +105,7 @@ def submit(
             "created_at": time.time(),
         }
         store.create(job_id, meta, [c.text for c in chunks])
-        build_canvas(job_id, len(chunks), chosen).apply_async()
+        job_canvas(app_for(s), job_id, len(chunks), chosen).apply_async()
     except redis.RedisError as exc:
         raise BackendUnavailable(f"cannot reach Redis: {exc}") from None
     return Job(job_id, s)
@@ -157,7 +137,7 @@ class Job:
             state = "SUCCESS"
         elif error is not None:
             state = "FAILURE"
-        elif done or app.AsyncResult(self.id).state == "STARTED":
+        elif done or app_for(self._settings).AsyncResult(self.id).state == "STARTED":
             state = "RUNNING"
         else:
             state = "PENDING"
@@ -224,4 +204,4 @@ class Job:
         self._store.cancel(self.id)
         meta = self._store.meta(self.id) if self._store.exists(self.id) else {}
         ids = [self.id] + [chunk_task_id(self.id, i) for i in range(int(meta.get("n_chunks", 0)))]
-        app.control.revoke(ids)
+        app_for(self._settings).control.revoke(ids)

@@ -21,7 +21,16 @@ from maie.errors import BackendRejected
 from maie.settings import LlmTaskSettings
 from maie.templates import Template
 
-__all__ = ["SYSTEM_PROMPT", "SummaryOutcome", "build_messages", "output_budget", "summarize_text"]
+__all__ = [
+    "SYSTEM_PROMPT",
+    "SummaryOutcome",
+    "build_messages",
+    "output_budget",
+    "summarize_text",
+    "fits_in_one_call",
+    "plan_groups",
+    "partial_notes",
+]
 
 SYSTEM_PROMPT = (
     "You write faithful structured summaries of transcripts. Answer with one JSON object that "
@@ -130,3 +139,51 @@ def summarize_text(
             },
         ]
         budget = output_budget(backend, messages, budget)
+
+
+# -- transcripts longer than the summary model's context -----------------------------------------
+def fits_in_one_call(backend: LLMBackend, template: Template, transcript: str, cfg: LlmTaskSettings) -> bool:
+    """Whether prompt, schema and the full output budget fit the model's context at once."""
+    limit = backend.max_model_len
+    if limit is None:
+        return True
+    return prompt_tokens(backend, build_messages(template, transcript)) + cfg.max_tokens <= limit
+
+
+def notes_budget(backend: LLMBackend, cfg: LlmTaskSettings) -> int:
+    """Output tokens for one group's partial notes: a quarter of the context, at most max_tokens."""
+    limit = backend.max_model_len or 8192
+    return max(32, min(cfg.max_tokens, limit // 4))
+
+
+def plan_groups(
+    chunk_texts: list[str], backend: LLMBackend, cfg: LlmTaskSettings, language: str
+) -> list[tuple[int, int]]:
+    """Consecutive chunks packed into groups [start, end) whose notes prompt fits the context."""
+    from maie.templates import render_partial_notes
+
+    limit = backend.max_model_len or 8192
+    overhead = prompt_tokens(backend, [{"role": "user", "content": render_partial_notes("", language)}])
+    room = limit - overhead - notes_budget(backend, cfg)
+    if room < 32:
+        raise BackendRejected(f"the summary model's context ({limit} tokens) is too small for partial notes")
+    count = backend.count_tokens
+    groups: list[tuple[int, int]] = []
+    start, used = 0, 0
+    for i, text in enumerate(chunk_texts):
+        n = count(text) or approx_token_count(text)
+        if i > start and used + n > room:
+            groups.append((start, i))
+            start, used = i, 0
+        used += n
+    groups.append((start, len(chunk_texts)))
+    return groups
+
+
+def partial_notes(backend: LLMBackend, transcript: str, language: str, cfg: LlmTaskSettings) -> Completion:
+    """Plain-text notes of one part of a long transcript, to be summarised with the others."""
+    from maie.templates import render_partial_notes
+
+    messages: list[Message] = [{"role": "user", "content": render_partial_notes(transcript, language)}]
+    budget = output_budget(backend, messages, notes_budget(backend, cfg))
+    return backend.chat(messages, max_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p)

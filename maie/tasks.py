@@ -20,16 +20,17 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
 from maie.backends import get_backend
+from maie.canvas import two_level_canvas
 from maie.celery import RESULT_EXPIRES, app, startup_settings
 from maie.enhance import enhance_chunk_text
-from maie.errors import BackendUnavailable, InputError, JobCancelled, MaieError
+from maie.errors import BackendUnavailable, InputError, JobCancelled, JobFailed, MaieError
 from maie.result import JobError, StageMetrics, build_result, version_of
 from maie.settings import Settings
 from maie.store import JobStore
-from maie.summary import summarize_text
+from maie.summary import fits_in_one_call, partial_notes, plan_groups, summarize_text
 from maie.templates import load_template
 
-__all__ = ["enhance_chunk", "summarize", "assemble"]
+__all__ = ["enhance_chunk", "summarize", "partial_notes_task", "assemble"]
 
 log = logging.getLogger("maie.tasks")
 
@@ -124,41 +125,96 @@ def _enhance_prompt() -> str:
 
 
 @app.task(bind=True, base=MaieTask, name="maie.summarize", stage="summary")
-def summarize(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, Any]:
+def summarize(
+    self: MaieTask, _header: Any = None, *, job_id: str, from_partials: bool = False
+) -> dict[str, Any]:
+    """Chord body: the summary of the job's text, or of its partial notes for long transcripts."""
     _check_cancelled(job_id)
     s = settings()
     st = store()
     meta = st.meta(job_id)
     template = load_template(meta["template_id"], s.templates_dir)
     result = build_result(st, job_id, meta)  # checks every chunk is there, in order
-    text = (
-        result.enhanced_text
-        if result.enhanced_text is not None
-        else "\n".join(st.raw_chunks(job_id)[i] for i in range(meta["n_chunks"]))
-    )
     backend = get_backend("summary", s)
+    if from_partials:
+        partials = st.partials(job_id)
+        if sorted(partials) != list(range(len(partials))) or not partials:
+            raise JobFailed(f"partial notes missing: have groups {sorted(partials)}")
+        text = "\n\n".join(partials[g]["text"] for g in range(len(partials)))
+    else:
+        texts = _chunk_texts(st, job_id, meta)
+        text = "\n".join(texts)
+        if not fits_in_one_call(backend, template, text, s.llm_sum):
+            # Too long for one call: notes per group of chunks, then the summary of the notes.
+            groups = plan_groups(texts, backend, s.llm_sum, template.language)
+            log.info("transcript exceeds the summary context: two levels, %d groups", len(groups))
+            st.set_meta(job_id, summary_groups=len(groups))
+            raise self.replace(two_level_canvas(self.app, job_id, groups))
     try:
         outcome = summarize_text(backend, template, text, s.llm_sum)
     except BackendUnavailable as exc:
         _retry_or_raise(self, exc, "summary")
         raise
     result.summary = outcome.data
-    result.template_id = template.id
     result.versions["summary"] = version_of(
         backend, prompt=template.prompt_source, schema_sha256=template.schema_sha256
     )
+    partial_stats = list(st.partials(job_id).values()) if from_partials else []
     result.metrics["summary"] = StageMetrics(
-        wall_seconds=outcome.seconds,
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
+        wall_seconds=round(outcome.seconds + sum(p["seconds"] for p in partial_stats), 4),
+        prompt_tokens=outcome.prompt_tokens + sum(p["prompt_tokens"] for p in partial_stats),
+        completion_tokens=outcome.completion_tokens + sum(p["completion_tokens"] for p in partial_stats),
         chunks=meta["n_chunks"],
     )
-    if "enhance" not in meta["features"]:
-        result.enhanced_text = None
-    data = result.model_dump(mode="json")
     st.put_result(job_id, result.model_dump_json())
-    log.info("summary done: template=%s attempts=%d", template.id, outcome.attempts)
-    return data
+    log.info(
+        "summary done: template=%s attempts=%d levels=%d",
+        template.id,
+        outcome.attempts,
+        2 if from_partials else 1,
+    )
+    return result.model_dump(mode="json")
+
+
+def _chunk_texts(st: JobStore, job_id: str, meta: dict[str, Any]) -> list[str]:
+    """The texts to summarise, chunk by chunk: enhanced when the job enhanced them, else raw."""
+    n = int(meta["n_chunks"])
+    if "enhance" in meta["features"]:
+        records = st.enhanced(job_id)
+        return [records[i]["text"] for i in range(n)]
+    raw = st.raw_chunks(job_id)
+    return [raw[i] for i in range(n)]
+
+
+@app.task(bind=True, base=MaieTask, name="maie.partial_notes", stage="summary")
+def partial_notes_task(self: MaieTask, *, job_id: str, group: int, start: int, end: int) -> dict[str, Any]:
+    """Notes of chunks [start, end) of a long transcript, stored under (job, group)."""
+    _check_cancelled(job_id)
+    s = settings()
+    st = store()
+    meta = st.meta(job_id)
+    template = load_template(meta["template_id"], s.templates_dir)
+    texts = _chunk_texts(st, job_id, meta)
+    backend = get_backend("summary", s)
+    started = time.monotonic()
+    try:
+        reply = partial_notes(backend, "\n".join(texts[start:end]), template.language, s.llm_sum)
+    except BackendUnavailable as exc:
+        _retry_or_raise(self, exc, f"notes of chunks {start}-{end - 1}")
+        raise
+    if reply.finish_reason == "length":
+        log.warning("notes of chunks %d-%d reached their token budget", start, end - 1)
+    record = {
+        "text": reply.text.strip(),
+        "start": start,
+        "end": end,
+        "truncated": reply.finish_reason == "length",
+        "prompt_tokens": reply.prompt_tokens or 0,
+        "completion_tokens": reply.completion_tokens or 0,
+        "seconds": round(time.monotonic() - started, 4),
+    }
+    st.put_partial(job_id, group, record)
+    return {"group": group, "start": start, "end": end, "truncated": record["truncated"]}
 
 
 @app.task(bind=True, base=MaieTask, name="maie.assemble", stage="enhance")

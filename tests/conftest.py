@@ -178,14 +178,18 @@ def dual_env(a: FakeServerProcess, b: FakeServerProcess, **extra: str) -> dict[s
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dual_workers(
     redis_client: redis.Redis,
     server_a: FakeServerProcess,
     server_b: FakeServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Worker]]:
-    """An enhance pool bound to server A and a summary pool bound to server B."""
+    """An enhance pool bound to server A and a summary pool bound to server B.
+
+    Module-scoped: they stop at the end of the module, so a module that starts pools of its own
+    (other settings, same queues) never has these take its tasks.
+    """
     clean_redis(redis_client)
     log_dir = tmp_path_factory.mktemp("dual-workers")
     env = dual_env(server_a, server_b)

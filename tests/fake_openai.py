@@ -144,6 +144,12 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
+def notes(prompt: str) -> str:
+    """"- " plus the first twelve words between <transcript> and </transcript>."""
+    inner = prompt.split("<transcript>", 1)[1].split("</transcript>", 1)[0]
+    return "- " + " ".join(inner.split()[:12])
+
+
 def truncate_words(text: str, limit: int) -> str:
     """Keep the first `limit` words, with the original whitespace between them."""
     for index, match in enumerate(_WORD.finditer(text)):
@@ -1119,6 +1125,9 @@ class FakeOpenAIServer:
             content = "ok"
         elif call.wants_json:
             content = self._json_content(call, fault, outcome)
+        elif "<transcript>" in call.last_user_text:
+            # A request for notes on a part of a transcript: a short, deterministic note.
+            content = notes(call.last_user_text)
         else:
             content = enhance(call.last_user_text)
             if fault == "rewrite":

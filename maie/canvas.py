@@ -1,0 +1,54 @@
+"""The Celery canvases of a job, as pure functions: tests check their shape without running them.
+
+    enhance + summary   chord(group(enhance_chunk[i]) → queue enhance, summarize → queue summary)
+    enhance only        chord(group(enhance_chunk[i]), assemble)
+    summary only        summarize
+    long transcripts    summarize replaces itself with
+                        chord(group(partial_notes[g]) → queue summary, summarize(from_partials))
+
+Signatures carry only ids, never transcript text. Task ids are readable in Flower: the job id is the
+id of the job's last task, chunk tasks are `<job>-enhance-<i>`, partial-notes tasks `<job>-notes-<g>`.
+"""
+
+from __future__ import annotations
+
+from celery import Celery, chord, group
+from celery.canvas import Signature
+
+__all__ = ["chunk_task_id", "notes_task_id", "job_canvas", "two_level_canvas"]
+
+
+def chunk_task_id(job_id: str, index: int) -> str:
+    return f"{job_id}-enhance-{index}"
+
+
+def notes_task_id(job_id: str, group_index: int) -> str:
+    return f"{job_id}-notes-{group_index}"
+
+
+def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> Signature:
+    """The canvas that runs a new job."""
+    body_name = "maie.summarize" if "summary" in features else "maie.assemble"
+    body = app.signature(body_name, kwargs={"job_id": job_id}).set(task_id=job_id)
+    if "enhance" not in features:
+        return body
+    header = group(
+        app.signature("maie.enhance_chunk", kwargs={"job_id": job_id, "index": i}).set(
+            task_id=chunk_task_id(job_id, i)
+        )
+        for i in range(n_chunks)
+    )
+    return chord(header, body)
+
+
+def two_level_canvas(app: Celery, job_id: str, groups: list[tuple[int, int]]) -> Signature:
+    """Partial notes per group of chunks [start, end), then the final summary from the notes."""
+    header = group(
+        app.signature(
+            "maie.partial_notes",
+            kwargs={"job_id": job_id, "group": g, "start": start, "end": end},
+        ).set(task_id=notes_task_id(job_id, g))
+        for g, (start, end) in enumerate(groups)
+    )
+    body = app.signature("maie.summarize", kwargs={"job_id": job_id, "from_partials": True})
+    return chord(header, body.set(task_id=f"{job_id}-final"))

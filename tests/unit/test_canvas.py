@@ -1,0 +1,60 @@
+"""The shape of each job's canvas: which tasks, which queues, which order, which ids (not run)."""
+
+from __future__ import annotations
+
+from celery.canvas import _chord, group
+
+from maie.canvas import chunk_task_id, job_canvas, two_level_canvas
+from maie.celery import TASK_ROUTES, app
+
+
+def queue_of(task_name: str) -> str:
+    return TASK_ROUTES[task_name]["queue"]
+
+
+def test_enhance_and_summary_is_a_chord_of_chunks_then_summary() -> None:
+    canvas = job_canvas(app, "job1", 3, ["enhance", "summary"])
+    assert isinstance(canvas, _chord)
+    header = canvas.tasks
+    assert [t.task for t in header] == ["maie.enhance_chunk"] * 3
+    assert [t.kwargs for t in header] == [{"job_id": "job1", "index": i} for i in range(3)]
+    assert [t.options["task_id"] for t in header] == [chunk_task_id("job1", i) for i in range(3)]
+    assert canvas.body.task == "maie.summarize"
+    assert canvas.body.options["task_id"] == "job1"
+    assert queue_of("maie.enhance_chunk") == "enhance" and queue_of("maie.summarize") == "summary"
+
+
+def test_enhance_only_ends_with_assemble() -> None:
+    canvas = job_canvas(app, "job2", 2, ["enhance"])
+    assert isinstance(canvas, _chord)
+    assert canvas.body.task == "maie.assemble" and queue_of("maie.assemble") == "summary"
+
+
+def test_summary_only_is_one_task() -> None:
+    canvas = job_canvas(app, "job3", 5, ["summary"])
+    assert canvas.task == "maie.summarize" and canvas.kwargs == {"job_id": "job3"}
+
+
+def test_arguments_carry_ids_only() -> None:
+    canvas = job_canvas(app, "job4", 2, ["enhance", "summary"])
+    for sig in [*canvas.tasks, canvas.body]:
+        assert set(sig.kwargs) <= {"job_id", "index"} and sig.args == ()
+
+
+def test_two_level_plan_notes_on_summary_queue_then_final_summary() -> None:
+    canvas = two_level_canvas(app, "job5", [(0, 3), (3, 7), (7, 9)])
+    assert isinstance(canvas, _chord) and isinstance(canvas.tasks, group | tuple | list)
+    header = list(canvas.tasks)
+    assert [t.task for t in header] == ["maie.partial_notes"] * 3
+    assert [(t.kwargs["start"], t.kwargs["end"]) for t in header] == [(0, 3), (3, 7), (7, 9)]
+    assert [t.kwargs["group"] for t in header] == [0, 1, 2]
+    assert queue_of("maie.partial_notes") == "summary"
+    assert canvas.body.task == "maie.summarize"
+    assert canvas.body.kwargs == {"job_id": "job5", "from_partials": True}
+
+
+def test_every_task_is_routed() -> None:
+    import maie.tasks  # noqa: F401  (registers the tasks)
+
+    ours = {name for name in app.tasks if name.startswith("maie.")}
+    assert ours == set(TASK_ROUTES)
