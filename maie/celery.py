@@ -55,7 +55,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_pool": "threads",
         "worker_concurrency": settings.worker_concurrency,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        # Unacknowledged messages (their worker died) are swept back to their queue every
+        # `unacked_restore_interval` s once older than the visibility timeout; kombu's default
+        # sweep (every 100 s) would leave them waiting far longer than a short timeout.
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(60, visibility // 10)),
+            "unacked_restore_throttle": 1,
+        },
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "visibility_timeout": visibility,
         "result_expires": RESULT_EXPIRES,
@@ -97,8 +104,16 @@ def app_for(settings: Settings) -> Celery:
     if key == (startup_settings.celery_broker_url, startup_settings.celery_result_backend):
         return app
     if key not in _apps:
+        # Celery reads CELERY_BROKER_URL and CELERY_RESULT_BACKEND from the environment before its
+        # configuration: pin the backend and the read/write broker URLs, or this app would send
+        # the job to the environment's Redis while its records went to `settings`' Redis.
         other = Celery("maie", set_as_current=False)
-        other.conf.update(celery_config(settings))
+        other.backend_cls = settings.celery_result_backend  # takes precedence over the environment
+        other.conf.update(
+            celery_config(settings),
+            broker_read_url=settings.celery_broker_url,
+            broker_write_url=settings.celery_broker_url,
+        )
         _apps[key] = other
     return _apps[key]
 

@@ -31,8 +31,11 @@ templates_app = typer.Typer(help="List, show and check summary templates.", no_a
 config_app = typer.Typer(help="Show and check the configuration.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
 app.add_typer(config_app, name="config")
+from maie.evaluate import eval_app  # noqa: E402  (matplotlib is imported only when a report is drawn)
 
-out = Console()
+app.add_typer(eval_app, name="eval")
+
+out = Console(soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -280,8 +283,20 @@ def config_show(
 
 
 def _settings_without_legacy(env_file: Path) -> Settings:
-    # Show what the rest of the configuration resolves to, then flag the legacy names.
-    return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    # Show what the rest of the configuration resolves to, then flag the legacy names: the removed
+    # LLM_SERVER__* names are ignored here rather than refused as unknown fields (whose error would
+    # echo their values, keys included).
+    from pydantic import ConfigDict, Field
+
+    from maie.settings import LlmServerSettings
+
+    class _LegacyTolerantServer(LlmServerSettings):
+        model_config = ConfigDict(extra="ignore")
+
+    class _LegacyTolerantSettings(Settings):
+        llm_server: _LegacyTolerantServer = Field(default_factory=_LegacyTolerantServer)
+
+    return _LegacyTolerantSettings(_env_file=env_file)  # type: ignore[call-arg]
 
 
 def _mask_url(url: str) -> str:
@@ -292,6 +307,22 @@ def _mask_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":****@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+@config_app.command("vllm-args")
+def config_vllm_args(
+    task: Annotated[str, typer.Argument(help="enhance or summary.")],
+    port: Annotated[
+        int | None, typer.Option(help="Server port (default 8001 for enhance, 8002 for summary).")
+    ] = None,
+) -> None:
+    """Print the vLLM server arguments for TASK, one per line (the API key goes in VLLM_API_KEY)."""
+    from maie.serve import DEFAULT_PORTS, vllm_server_args
+
+    if task not in TASKS:
+        fail(InputError(f"unknown task {task!r}: use enhance or summary"))
+    for arg in vllm_server_args(settings(), task, port or DEFAULT_PORTS[task]):
+        typer.echo(arg)
 
 
 @config_app.command("check")

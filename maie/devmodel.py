@@ -118,20 +118,19 @@ def build_dev_model(out_dir: str | Path) -> bool:
 def _build_dev(out: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
 
+    tf: Any = transformers  # partly untyped
     gguf = find_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    tokenizer = tf.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = tf.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A fresh model from the same config: the GGUF-loaded one carries a quantization_config
     # that vLLM would try to honour, though its weights are already dequantized.
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.bfloat16
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model = tf.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     state = {k: v.to(torch.bfloat16) for k, v in quantized.state_dict().items()}
     model.load_state_dict(state)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -165,15 +164,11 @@ def _train_tiny_tokenizer(vocab_size: int) -> Any:
 def _build_tiny(out: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from transformers import (
-        GenerationConfig,
-        PreTrainedTokenizerFast,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
+    import transformers
 
+    tf: Any = transformers  # partly untyped
     raw = _train_tiny_tokenizer(vocab_size=1000)
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = tf.PreTrainedTokenizerFast(
         tokenizer_object=raw,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -182,7 +177,7 @@ def _build_tiny(out: Path) -> None:
     tokenizer.chat_template = CHATML_TEMPLATE
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = Qwen2Config(
+    config = tf.Qwen2Config(
         vocab_size=raw.get_vocab_size(),
         hidden_size=128,
         intermediate_size=128,
@@ -196,8 +191,8 @@ def _build_tiny(out: Path) -> None:
         pad_token_id=pad_id,
     )
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    model.generation_config = GenerationConfig(
+    model = tf.Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.generation_config = tf.GenerationConfig(
         bos_token_id=pad_id, eos_token_id=eos_id, pad_token_id=pad_id
     )
     model.save_pretrained(out, safe_serialization=True)
@@ -217,10 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{out_dir}: already built, nothing to do")
         return 0
     size = sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file())
-    print(
-        f"{out_dir}: built {kind} model in {time.monotonic() - started:.1f} s "
-        f"({size / 1e6:.1f} MB)"
-    )
+    print(f"{out_dir}: built {kind} model in {time.monotonic() - started:.1f} s ({size / 1e6:.1f} MB)")
     return 0
 
 

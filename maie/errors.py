@@ -8,6 +8,7 @@
     ├── BackendRejected        the LLM refused the request or its output never became valid: a retry
     │                          cannot help (400, reply cut off by max_tokens, schema never satisfied)
     ├── QueueFull              a queue is over its depth limit; submit later
+    ├── WorkerLost             a task's worker kept dying while running it (killed, out of memory)
     └── JobFailed              a job ended in failure; carries the stage and the reason
 
 Every class carries only strings so Celery's JSON result backend can store and rebuild it with its
@@ -25,6 +26,7 @@ __all__ = [
     "QueueFull",
     "JobFailed",
     "JobCancelled",
+    "WorkerLost",
 ]
 
 
@@ -72,6 +74,12 @@ class QueueFull(MaieError):
     """A queue holds more waiting tasks than its configured limit."""
 
     code = "queue_full"
+
+
+class WorkerLost(MaieError):
+    """A task was delivered again and again because its worker died while running it."""
+
+    code = "worker_lost"
 
 
 class JobFailed(MaieError):

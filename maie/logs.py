@@ -59,3 +59,15 @@ def setup_logging(log_dir: Path, level: str = "INFO", console: bool = False) -> 
     # Libraries log request bodies at DEBUG; keep them out of MAIE's logs below WARNING.
     for noisy in ("openai", "httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Celery logs each task's return value at INFO ("succeeded in 0.1s: {...}"): a job's result
+    # holds transcript text, so drop it from every handler.
+    trace = logging.getLogger("celery.app.trace")
+    if not any(isinstance(f, _NoReturnValues) for f in trace.filters):
+        trace.addFilter(_NoReturnValues())
+
+
+class _NoReturnValues(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict) and "return_value" in record.args:
+            record.args = {**record.args, "return_value": "(result not logged)"}
+        return True

@@ -85,8 +85,11 @@ class LlmTaskSettings(_Section):
     max_tokens: int = Field(default=1024, gt=0)
 
 
-def _default_sum_settings() -> LlmTaskSettings:
-    return LlmTaskSettings(max_model_len=8192, temperature=0.2)
+class LlmSumSettings(LlmTaskSettings):
+    """`LLM_SUM__*`: the summary task's defaults differ (a class, so setting one variable keeps them)."""
+
+    max_model_len: int = Field(default=8192, gt=0)
+    temperature: float = Field(default=0.2, ge=0)
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class Settings(BaseSettings):
     llm_backend: Literal["vllm_server", "local_vllm"] = "vllm_server"
     llm_server: LlmServerSettings = Field(default_factory=LlmServerSettings)
     llm_enhance: LlmTaskSettings = Field(default_factory=LlmTaskSettings)
-    llm_sum: LlmTaskSettings = Field(default_factory=_default_sum_settings)
+    llm_sum: LlmSumSettings = Field(default_factory=LlmSumSettings)
 
     celery_broker_url: str = "redis://localhost:6379/0"
     celery_result_backend: str = "redis://localhost:6379/0"

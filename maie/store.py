@@ -12,6 +12,8 @@ from functools import lru_cache
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 __all__ = ["JobStore"]
 
@@ -19,14 +21,23 @@ PREFIX = "maie:job:"
 
 
 @lru_cache(maxsize=8)
-def _client(url: str) -> redis.Redis:
+def _client(url: str, patient: bool = False) -> redis.Redis:
     # One connection pool per URL and process, shared by every JobStore and Job handle.
+    if patient:
+        # Workers: a Redis restart (a deploy, a crash with an append-only file) must not fail the
+        # chunk that is being written; reconnect and retry for about half a minute first.
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=20),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
     return redis.Redis.from_url(url, decode_responses=True)
 
 
 class JobStore:
-    def __init__(self, url: str, ttl_seconds: int) -> None:
-        self.redis: redis.Redis = _client(url)
+    def __init__(self, url: str, ttl_seconds: int, *, patient: bool = False) -> None:
+        self.redis: redis.Redis = _client(url, patient)
         self.ttl = ttl_seconds
 
     def _key(self, job_id: str, part: str = "") -> str:
@@ -100,6 +111,14 @@ class JobStore:
     def error(self, job_id: str) -> dict[str, Any] | None:
         value = self.redis.get(self._key(job_id, "error"))
         return None if value is None else dict(json.loads(str(value)))
+
+    def count_delivery(self, job_id: str, attempt: str) -> int:
+        """Count one more delivery of a task attempt (e.g. "chunk 3:0") and return how many so far."""
+        key = self._key(job_id, "deliveries")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(key, attempt, 1)
+        pipe.expire(key, self.ttl)
+        return int(pipe.execute()[0])
 
     def cancel(self, job_id: str) -> None:
         self.redis.set(self._key(job_id, "cancelled"), "1", ex=self.ttl)

@@ -131,10 +131,11 @@ class Job:
         done = st.enhanced_count(self.id) if total else 0
         error = st.error(self.id)
         state: Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
-        if st.cancelled(self.id):
-            state = "CANCELLED"
-        elif st.result(self.id) is not None:
+        # Same order as result(): a job that finished before its cancellation stays a success.
+        if st.result(self.id) is not None:
             state = "SUCCESS"
+        elif st.cancelled(self.id):
+            state = "CANCELLED"
         elif error is not None:
             state = "FAILURE"
         elif done or app_for(self._settings).AsyncResult(self.id).state == "STARTED":
@@ -190,12 +191,19 @@ class Job:
         """Block until the job ends (success, failure or cancellation); TimeoutError after timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll
+        unreachable: redis.RedisError | None = None
         while True:
-            result = self.result()
+            try:
+                result = self.result()
+                unreachable = None
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Redis restarting: the job's records come back with it; keep waiting.
+                result, unreachable = None, exc
             if result is not None:
                 return result
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+                why = f" (Redis unreachable: {unreachable})" if unreachable is not None else ""
+                raise TimeoutError(f"job {self.id} did not finish within {timeout} s{why}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 

@@ -23,7 +23,7 @@ from maie.backends import get_backend
 from maie.canvas import two_level_canvas
 from maie.celery import RESULT_EXPIRES, app, startup_settings
 from maie.enhance import enhance_chunk_text
-from maie.errors import BackendUnavailable, InputError, JobCancelled, JobFailed, MaieError
+from maie.errors import BackendUnavailable, InputError, JobCancelled, JobFailed, MaieError, WorkerLost
 from maie.result import JobError, StageMetrics, build_result, version_of
 from maie.settings import Settings
 from maie.store import JobStore
@@ -41,7 +41,7 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def store() -> JobStore:
-    return JobStore(settings().celery_result_backend, RESULT_EXPIRES)
+    return JobStore(settings().celery_result_backend, RESULT_EXPIRES, patient=True)
 
 
 class MaieTask(Task):  # type: ignore[type-arg]
@@ -66,6 +66,9 @@ class MaieTask(Task):  # type: ignore[type-arg]
 def _retry_or_raise(task: MaieTask, exc: BackendUnavailable, what: str) -> None:
     """Schedule a retry with backoff while retries remain; else let the caller give up."""
     s = settings()
+    job_id = (task.request.kwargs or {}).get("job_id")
+    if job_id:
+        _check_cancelled(job_id)  # a call that ended after the job was cancelled is not retried
     if task.request.retries < s.task_max_retries:
         countdown = get_exponential_backoff_interval(
             factor=1, retries=task.request.retries, maximum=s.task_retry_backoff_max, full_jitter=True
@@ -79,9 +82,32 @@ def _check_cancelled(job_id: str) -> None:
         raise JobCancelled(f"job {job_id} was cancelled")
 
 
+# A task whose worker dies (killed, out of memory) is delivered again after the visibility timeout.
+# One that kills every worker it reaches would loop forever: each attempt (a retry is a new
+# attempt) may be delivered this many times, then the job fails naming the task.
+MAX_DELIVERIES = 3
+
+
+def _count_delivery(task: MaieTask, job_id: str, what: str) -> None:
+    n = store().count_delivery(job_id, f"{what}:{task.request.retries}")
+    if n > MAX_DELIVERIES:
+        raise WorkerLost(
+            f"{what}: its worker stopped while running it {n - 1} times (killed or out of memory?); "
+            "not trying again"
+        )
+    if n > 1:
+        log.warning(
+            "%s: delivered again (%d of %d): its worker stopped, or it outlasted the visibility timeout",
+            what,
+            n,
+            MAX_DELIVERIES,
+        )
+
+
 @app.task(bind=True, base=MaieTask, name="maie.enhance_chunk", stage="enhance")
 def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     _check_cancelled(job_id)
+    _count_delivery(self, job_id, f"chunk {index}")
     text = store().raw_chunk(job_id, index)
     if text is None:
         raise InputError(f"chunk {index} of job {job_id} is not in the store (expired?)")
@@ -130,6 +156,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Chord body: the summary of the job's text, or of its partial notes for long transcripts."""
     _check_cancelled(job_id)
+    _count_delivery(self, job_id, "summary of notes" if from_partials else "summary")
     s = settings()
     st = store()
     meta = st.meta(job_id)
@@ -190,6 +217,7 @@ def _chunk_texts(st: JobStore, job_id: str, meta: dict[str, Any]) -> list[str]:
 def partial_notes_task(self: MaieTask, *, job_id: str, group: int, start: int, end: int) -> dict[str, Any]:
     """Notes of chunks [start, end) of a long transcript, stored under (job, group)."""
     _check_cancelled(job_id)
+    _count_delivery(self, job_id, f"notes {group}")
     s = settings()
     st = store()
     meta = st.meta(job_id)
@@ -220,6 +248,7 @@ def partial_notes_task(self: MaieTask, *, job_id: str, group: int, start: int, e
 @app.task(bind=True, base=MaieTask, name="maie.assemble", stage="enhance")
 def assemble(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, Any]:
     _check_cancelled(job_id)
+    _count_delivery(self, job_id, "assemble")
     st = store()
     result = build_result(st, job_id, st.meta(job_id))
     st.put_result(job_id, result.model_dump_json())

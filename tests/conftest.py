@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_openai import FakeServerProcess  # noqa: E402
 
 
-
 def _claim_redis_db(base: str = "redis://127.0.0.1:6379") -> str:
     """A Redis DB index no other live test session on this machine uses (1-11; 12-15 are kept
     for tests and benchmarks that need one of their own). Two suites at once never share queues."""

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +28,13 @@ __all__ = ["LocalVllmBackend"]
 logger = logging.getLogger(__name__)
 
 _MISSING_VLLM = (
-    "LLM_BACKEND=local_vllm needs the vllm module: "
-    "pip install 'maie[cpu]' (CPU) or 'maie[gpu]' (GPU)"
+    "LLM_BACKEND=local_vllm needs the vllm module: pip install 'maie[cpu]' (CPU) or 'maie[gpu]' (GPU)"
 )
 _GIB = 1 << 30
+# How often a waiting caller checks that the engine process is still alive.
+_LIVENESS_POLL_SECONDS = 1.0
+# How long close() waits for the engine thread to shut the engine down.
+_CLOSE_TIMEOUT_SECONDS = 60.0
 
 # Engines start one at a time: two loads at once on a small machine only slow each other down.
 _LOAD_LOCK = threading.Lock()
@@ -60,6 +64,7 @@ class LocalVllmBackend:
 
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._dead: str | None = None  # why the engine stopped, once it has
+        self._in_flight: dict[str, _Pending] = {}  # engine thread only
         self._ids = itertools.count()
         # Set by the engine thread before `loaded` resolves.
         self._llm: Any = None
@@ -112,24 +117,56 @@ class LocalVllmBackend:
             ),
         )
         self._queue.put(pending)
-        if self._dead is not None and not pending.future.done():
-            # The engine thread ended between our check and the put: nobody will answer.
-            raise BackendUnavailable(self._dead)
-        return pending.future.result()
+        return self._wait(pending.future)
 
     def close(self) -> None:
         if self._thread.is_alive():
             self._queue.put(None)
-            self._thread.join()
+            self._thread.join(_CLOSE_TIMEOUT_SECONDS)
+            if self._thread.is_alive():
+                logger.warning("LLM engine of %s did not shut down in time", self.task)
+
+    def _wait(self, future: Future[Completion]) -> Completion:
+        """The request's result, or BackendUnavailable as soon as the engine is gone."""
+        while True:
+            try:
+                return future.result(timeout=_LIVENESS_POLL_SECONDS)
+            except FutureTimeout:
+                pass
+            if self._dead is None and self._engine_alive():
+                continue
+            if not future.done():
+                reason = self._dead or self._engine_dead_message()
+                self._wake_engine_thread()
+                raise BackendUnavailable(reason)
+
+    def _engine_alive(self) -> bool:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            self._llm.llm_engine.engine_core.ensure_alive()
+        except EngineDeadError:
+            return False
+        except AttributeError:  # an in-process engine core has no liveness check
+            pass
+        return self._thread.is_alive()
+
+    def _wake_engine_thread(self) -> None:
+        # vLLM 0.32: when the engine process dies during step(), the step waits forever on its
+        # output queue. Hand it the error it would have raised, so the engine thread fails
+        # every request and stops.
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        outputs = getattr(self._llm.llm_engine.engine_core, "outputs_queue", None)
+        if isinstance(outputs, queue.Queue):
+            outputs.put_nowait(EngineDeadError())
 
     # -- request preparation (caller threads) ----------------------------------------------
 
     def _render(self, messages: Sequence[Message]) -> list[int]:
         conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
         # vLLM's tokenizer is safe to share between threads (it lends out copies).
-        prompt = self._tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True
-        )
+        prompt = self._tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         # The template already wrote any BOS token into the text.
         ids: list[int] = self._tokenizer.encode(prompt, add_special_tokens=False)
         return ids
@@ -147,9 +184,7 @@ class LocalVllmBackend:
 
         # The model's generation_config defaults first, as `vllm serve` applies them too.
         args: dict[str, Any] = dict(self._default_sampling)
-        args.update(
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, ignore_eos=ignore_eos
-        )
+        args.update(max_tokens=max_tokens, temperature=temperature, top_p=top_p, ignore_eos=ignore_eos)
         if json_schema is not None:
             args["structured_outputs"] = StructuredOutputsParams(json=json_schema)
         try:
@@ -164,29 +199,29 @@ class LocalVllmBackend:
         from vllm.platforms import current_platform
 
         cfg = self._cfg
-        kwargs: dict[str, Any] = {}
+        args: dict[str, Any] = {
+            "model": cfg.model,
+            "tokenizer": cfg.tokenizer,
+            "dtype": cfg.dtype,
+            "max_model_len": cfg.max_model_len,
+            "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "max_num_seqs": cfg.max_num_seqs,
+            "tensor_parallel_size": cfg.tensor_parallel_size,
+            "enforce_eager": cfg.enforce_eager,
+            # Compact JSON only: with free whitespace between fields, small models can emit
+            # whitespace until max_tokens runs out and the object never closes. The flag is
+            # per engine (the per-request one is ignored) and needs an explicit backend.
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        }
         if current_platform.is_cpu():
             # Same effect as VLLM_CPU_KVCACHE_SPACE (which still wins when set), but per engine:
             # the environment variable is process-wide and two engines may share the process.
-            kwargs["kv_cache_memory_bytes"] = cfg.cpu_kvcache_space_gb * _GIB
+            # Without either, the CPU build reserves gpu_memory_utilization of all RAM.
+            args["kv_cache_memory_bytes"] = cfg.cpu_kvcache_space_gb * _GIB
         logger.info("loading LLM engine: task=%s model=%s", self.task, cfg.model)
         started = time.monotonic()
         with _LOAD_LOCK:
-            llm = vllm.LLM(
-                model=cfg.model,
-                tokenizer=cfg.tokenizer,
-                dtype=cfg.dtype,
-                max_model_len=cfg.max_model_len,
-                gpu_memory_utilization=cfg.gpu_memory_utilization,
-                max_num_seqs=cfg.max_num_seqs,
-                tensor_parallel_size=cfg.tensor_parallel_size,
-                enforce_eager=cfg.enforce_eager,
-                # Compact JSON only: with free whitespace between fields, small models can emit
-                # whitespace until max_tokens runs out and the object never closes. The flag is
-                # per engine (a per-request one is ignored) and needs an explicit backend.
-                structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
-                **kwargs,
-            )
+            llm = vllm.LLM(**args)
         logger.info(
             "LLM engine loaded: task=%s model=%s max_model_len=%d in %.1f s",
             self.task,
@@ -210,6 +245,9 @@ class LocalVllmBackend:
         loaded.set_result(None)
         try:
             self._serve()
+        except BaseException as exc:
+            logger.exception("LLM engine of %s failed", self.task)
+            self._fail(f"{self._engine_dead_message()}: {exc}")
         finally:
             self._shutdown()
 
@@ -218,7 +256,7 @@ class LocalVllmBackend:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         engine = self._llm.llm_engine
-        in_flight: dict[str, _Pending] = {}
+        in_flight = self._in_flight
         while True:
             # Block only when idle; while requests run, pick up new ones between steps.
             try:
@@ -227,7 +265,7 @@ class LocalVllmBackend:
                 item = _NOTHING
             while item is not _NOTHING:
                 if item is None:
-                    self._fail(in_flight, f"LLM engine of {self.task} was closed")
+                    self._fail(f"LLM engine of {self.task} was closed")
                     return
                 assert isinstance(item, _Pending)
                 request_id = str(next(self._ids))
@@ -238,7 +276,7 @@ class LocalVllmBackend:
                     in_flight[request_id] = item
                 except EngineDeadError:
                     item.future.set_exception(BackendUnavailable(self._engine_dead_message()))
-                    self._fail(in_flight, self._engine_dead_message())
+                    self._fail(self._engine_dead_message())
                     return
                 except Exception as exc:  # the engine refused this one request
                     item.future.set_exception(BackendRejected(f"LLM engine refused: {exc}"))
@@ -248,12 +286,8 @@ class LocalVllmBackend:
                     item = _NOTHING
             if not in_flight:
                 continue
-            try:
-                outputs = engine.step()
-            except Exception as exc:
-                logger.exception("LLM engine of %s failed", self.task)
-                self._fail(in_flight, f"{self._engine_dead_message()}: {exc}")
-                return
+            # An exception here (EngineDeadError or worse) ends the engine: see _run.
+            outputs = engine.step()
             for output in outputs:
                 if output.finished:
                     done = in_flight.pop(output.request_id, None)
@@ -263,12 +297,12 @@ class LocalVllmBackend:
     def _engine_dead_message(self) -> str:
         return f"LLM engine of {self.task} ({self.model}) is dead"
 
-    def _fail(self, in_flight: dict[str, _Pending], reason: str) -> None:
+    def _fail(self, reason: str) -> None:
         """Stop taking work and fail everything queued or running."""
         self._dead = reason
-        for pending in in_flight.values():
+        for pending in self._in_flight.values():
             pending.future.set_exception(BackendUnavailable(reason))
-        in_flight.clear()
+        self._in_flight.clear()
         while True:
             try:
                 item = self._queue.get_nowait()

@@ -1,0 +1,365 @@
+"""Load under faults: every job completes, none is lost, each result equals its fault-free result.
+
+    .venv/bin/python bench/load.py [--jobs 200] [--seed 7] [--timeout 900] [--no-record]
+
+Starts its own fake OpenAI servers (A: enhancement, B: summary), uses Redis DB 14 on 127.0.0.1:6379
+(flushed before and after: the bench owns it) and runs `celery -A maie worker` processes for both
+queues. Then it submits the same jobs of mixed sizes twice:
+
+1. fault-free: the reference result of each input;
+2. with faults on both servers (5 % of requests answer 500, 2 % are delayed past the request
+   timeout) while the enhancement worker is SIGKILLed a third of the way through and restarted.
+
+Every job of the second run must succeed with the same enhanced text and the same summary as in
+the first. Prints a summary and appends a dated line to bench/RESULTS.md under "## Load
+(reliability)". Exit code 0 when every job passed, 1 otherwise. Bounded by --timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = "redis://127.0.0.1:6379/14"
+# The bench process's own Celery app reads these at import: set them before importing maie.
+os.environ["CELERY_BROKER_URL"] = REDIS_URL
+os.environ["CELERY_RESULT_BACKEND"] = REDIS_URL
+sys.path.insert(0, str(ROOT / "tests"))
+
+import redis  # noqa: E402
+from fake_openai import FakeServerProcess  # noqa: E402
+
+from maie import Job, submit  # noqa: E402
+from maie.settings import Settings, load_settings  # noqa: E402
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+HEADING = "## Load (reliability)"
+REQUEST_TIMEOUT = 2.0
+VISIBILITY_TIMEOUT = 15
+WORDS = (
+    "budget plan design remote control battery button colour yellow market price user test team "
+    "meeting decide agree idea screen speech voice report week month client deadline prototype "
+    "material rubber plastic shape curve logo brand sales target cost profit risk review"
+).split()
+SPEAKERS = ("Project Manager", "Marketing", "Industrial Designer", "User Interface")
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+def make_inputs(n: int, seed: int) -> list[str]:
+    """`n` distinct transcripts: mostly short, some medium, a few long (many chunks)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        size = rng.choices(("short", "medium", "long"), weights=(6, 3, 1))[0]
+        lines = {"short": rng.randint(2, 8), "medium": rng.randint(15, 40), "long": rng.randint(80, 160)}[
+            size
+        ]
+        text = []
+        for j in range(lines):
+            words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 18)))
+            text.append(f"{SPEAKERS[(i + j) % len(SPEAKERS)]}: job {i} line {j} {words}")
+        out.append("\n".join(text) + "\n")
+    return out
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProc:
+    queue: str
+    concurrency: int
+    env: dict[str, str]
+    log_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    generation: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"worker-{self.queue}-{self.generation}.out"
+
+    def start(self, ready_timeout: float = 90) -> None:
+        celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
+        cmd = [
+            celery, "-A", "maie", "worker", "-Q", self.queue, "-c", str(self.concurrency),
+            "-n", f"bench-{self.queue}-{self.generation}-{os.getpid()}@%h",
+            "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.log_dir, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + ready_timeout
+        while " ready." not in self.log_path.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {self.queue} did not start; see {self.log_path}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self.generation += 1
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"worker-{self.queue}-*.out"))
+        )
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    name: str
+    wall: float = 0.0
+    chunks: int = 0
+    outcomes: dict[int, Any] = field(default_factory=dict)  # input index -> JobResult
+    latencies: list[float] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+
+
+def run_jobs(
+    name: str,
+    inputs: list[str],
+    settings: Settings,
+    deadline: float,
+    on_progress: Any = None,
+) -> Run:
+    """Submit every input, then follow every job to its end (or the deadline)."""
+    run = Run(name)
+    started = time.monotonic()
+    jobs: dict[int, tuple[Job, float]] = {}
+    for i, text in enumerate(inputs):
+        jobs[i] = (submit(text, settings=settings), time.monotonic())
+    run.chunks = sum(int(job._store.meta(job.id)["n_chunks"]) for job, _ in jobs.values())
+    pending = dict(jobs)
+    while pending and time.monotonic() < deadline:
+        for i, (job, submitted) in list(pending.items()):
+            with contextlib.suppress(redis.ConnectionError):
+                result = job.result()
+                if result is not None:
+                    run.outcomes[i] = result
+                    run.latencies.append(time.monotonic() - submitted)
+                    del pending[i]
+        if on_progress is not None:
+            on_progress(jobs, run)
+        time.sleep(0.25)
+    run.missing = sorted(pending)
+    run.wall = time.monotonic() - started
+    return run
+
+
+def chunks_done(jobs: dict[int, tuple[Job, float]]) -> int:
+    return sum(job._store.enhanced_count(job.id) for job, _ in jobs.values())
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu}"
+
+
+def record(line: str) -> None:
+    """Add `line` at the end of the "## Load (reliability)" section of bench/RESULTS.md."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        if not text:
+            text = "# Benchmark results\n"
+        lines = text.rstrip("\n").split("\n")
+        if HEADING not in lines:
+            lines += ["", HEADING, "", line]
+        else:
+            at = lines.index(HEADING) + 1
+            end = next((k for k in range(at, len(lines)) if lines[k].startswith("## ")), len(lines))
+            while end > at and not lines[end - 1].strip():
+                end -= 1
+            lines.insert(end, line)
+        f.seek(0)
+        f.truncate()
+        f.write("\n".join(lines) + "\n")
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole bench")
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.timeout
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    work = Path(tempfile.mkdtemp(prefix="maie-load-"))
+    inputs = make_inputs(args.jobs, args.seed)
+    workers: list[WorkerProc] = []
+    with (
+        FakeServerProcess(name="A", model="enhance-model", api_key="sk-bench-enhance") as a,
+        FakeServerProcess(name="B", model="summary-model", api_key="sk-bench-summary") as b,
+    ):
+        env = {
+            **{
+                k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "TASK_", "QUEUE_", "CHUNK_"))
+            },
+            "CELERY_BROKER_URL": REDIS_URL,
+            "CELERY_RESULT_BACKEND": REDIS_URL,
+            "LLM_BACKEND": "vllm_server",
+            "LLM_SERVER__ENHANCE_BASE_URL": a.base_url,
+            "LLM_SERVER__ENHANCE_API_KEY": "sk-bench-enhance",
+            "LLM_SERVER__ENHANCE_MODEL_NAME": "enhance-model",
+            "LLM_SERVER__SUMMARY_BASE_URL": b.base_url,
+            "LLM_SERVER__SUMMARY_API_KEY": "sk-bench-summary",
+            "LLM_SERVER__SUMMARY_MODEL_NAME": "summary-model",
+            "LLM_SERVER__REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT),
+            "TASK_MAX_RETRIES": "6",
+            "TASK_RETRY_BACKOFF_MAX": "2",
+            "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+            "QUEUE_MAX_DEPTH": "100000",
+            "LOG_DIR": str(work / "logs"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        settings = load_settings(
+            env_file=None,
+            celery_broker_url=REDIS_URL,
+            celery_result_backend=REDIS_URL,
+            chunk_max_tokens=128,
+            queue_max_depth=100000,
+        )
+        try:
+            enhance = WorkerProc("enhance", 8, env, work)
+            summary = WorkerProc("summary", 4, env, work)
+            workers += [enhance, summary]
+            for w in workers:
+                w.start()
+
+            print(f"load: {args.jobs} jobs, fault-free run ...", flush=True)
+            reference = run_jobs("fault-free", inputs, settings, deadline)
+
+            print("load: the same jobs with faults and a worker SIGKILLed ...", flush=True)
+            a.reset()
+            b.reset()
+            faults = [
+                {"kind": "status", "status": 500, "probability": 0.05, "seed": args.seed},
+                {"kind": "delay", "seconds": REQUEST_TIMEOUT + 2, "probability": 0.02, "seed": args.seed + 1},
+            ]
+            a.faults(faults)
+            b.faults(faults)
+            killed: dict[str, float] = {}
+
+            def kill_once(jobs: dict[int, tuple[Job, float]], run: Run) -> None:
+                if not killed and chunks_done(jobs) >= run.chunks // 3:
+                    enhance.kill()
+                    killed["at"] = time.monotonic()
+                    enhance.start()
+                    killed["restarted"] = time.monotonic() - killed["at"]
+
+            faulty = run_jobs("faults", inputs, settings, deadline, on_progress=kill_once)
+            hits = {r["kind"]: 0 for r in faults}
+            for server in (a, b):
+                for rule in server.fault_rules():
+                    hits[rule["kind"]] += rule["hits"]
+            requests = len(a.log()) + len(b.log())
+        finally:
+            for w in workers:
+                w.stop()
+
+    logs = "\n".join(w.logs() for w in workers)
+    retries = len(re.findall(r"; retry \d+ in ", logs))
+    redelivered = len(re.findall(r"delivered again \(", logs))
+    mismatched, failed = [], []
+    for i in range(len(inputs)):
+        ref, got = reference.outcomes.get(i), faulty.outcomes.get(i)
+        if got is None or ref is None:
+            continue
+        if got.status != "SUCCESS" or ref.status != "SUCCESS":
+            failed.append(i)
+        elif (got.enhanced_text, got.summary) != (ref.enhanced_text, ref.summary):
+            mismatched.append(i)
+    lost = sorted(set(reference.missing) | set(faulty.missing))
+    ok = not (lost or failed or mismatched) and bool(killed)
+    completed = len(faulty.outcomes) - len(failed)
+    verdict = "PASS" if ok else "FAIL"
+    p50_ref, p95_ref = percentile(reference.latencies, 0.5), percentile(reference.latencies, 0.95)
+    p50, p95 = percentile(faulty.latencies, 0.5), percentile(faulty.latencies, 0.95)
+    n500, ndelay = hits.get("status", 0), hits.get("delay", 0)
+    kill_note = "and restarted" if killed else "NOT (the run ended first)"
+    summary_lines = [
+        f"fault-free: {args.jobs} jobs, {reference.chunks} chunks in {reference.wall:.1f} s "
+        f"({args.jobs / reference.wall:.1f} jobs/s, {reference.chunks / reference.wall:.1f} chunks/s), "
+        f"latency p50 {p50_ref:.1f} s p95 {p95_ref:.1f} s",
+        f"faults:     {args.jobs} jobs in {faulty.wall:.1f} s ({args.jobs / faulty.wall:.1f} jobs/s), "
+        f"latency p50 {p50:.1f} s p95 {p95:.1f} s; {requests} LLM requests, {n500} answered 500, "
+        f"{ndelay} delayed past the {REQUEST_TIMEOUT:g} s timeout; {retries} retries; "
+        f"enhance worker SIGKILLed {kill_note}, {redelivered} tasks redelivered",
+        f"outcome:    {completed}/{args.jobs} completed, {len(lost)} lost or unfinished, "
+        f"{len(failed)} failed, {len(mismatched)} differ from the fault-free result -> {verdict}",
+    ]
+    print("\n".join(summary_lines))
+    if lost or failed or mismatched:
+        print(f"load: lost {lost[:10]} failed {failed[:10]} differ {mismatched[:10]}; logs in {work}")
+    line = (
+        f"- {dt.date.today().isoformat()} · {machine()} · {args.jobs} jobs ({reference.chunks} chunks), "
+        f"2 pools (enhance 8 threads, summary 4) · fault-free {reference.wall:.1f} s · with 5 % HTTP 500 "
+        f"+ 2 % timeouts ({n500} + {ndelay} of {requests} requests, {retries} retries) and the enhance "
+        f"worker SIGKILLed and restarted mid-run ({redelivered} redelivered): {faulty.wall:.1f} s, "
+        f"p95 latency {p95:.1f} s · completed {completed}/{args.jobs}, lost {len(lost)}, "
+        f"differing {len(mismatched)} → {verdict}"
+    )
+    if not args.no_record:
+        record(line)
+        print(f"load: recorded in {RESULTS.relative_to(ROOT)}")
+    client.flushdb()
+    client.close()
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Start one MAIE worker pool as its definition in workers/<pool>.env says:
+#   celery -A maie worker -Q <queue> -P <pool type> -c <concurrency> -n <pool>@%h -E
+#
+#   scripts/start-worker.sh enhance|summary [--detach] [extra celery worker arguments]
+#
+# Foreground by default (the script becomes the worker: compose.yaml runs it this way). With
+# --detach the worker runs in the background with its pid in run/worker-<pool>.pid and its output
+# in logs/worker-<pool>.out, and the script returns once the worker is ready, or fails with the
+# last lines of that output. Stop detached processes with scripts/kill_maie.sh.
+#
+# Concurrency: WORKER_CONCURRENCY, else the pool file's CONCURRENCY_<LLM_BACKEND> (16 requests in
+# flight for vllm_server, LLM_ENHANCE__MAX_NUM_SEQS / LLM_SUM__MAX_NUM_SEQS for local_vllm), read
+# through MAIE's settings (environment and .env). `-c N` among the extra arguments wins.
+# Environment: MAIE_RUN_DIR (default run), LOG_DIR (default logs), MAIE_READY_TIMEOUT (default 120 s).
+set -euo pipefail
+
+usage() {
+    echo "usage: scripts/start-worker.sh enhance|summary [--detach] [extra celery worker arguments]" >&2
+    exit "${1:-2}"
+}
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=lib/procs.sh
+. scripts/lib/procs.sh
+
+[[ $# -ge 1 ]] || usage
+pool=$1
+shift
+case "$pool" in
+-h | --help) usage 0 ;;
+esac
+pool_file="workers/$pool.env"
+if [[ ! $pool =~ ^[a-z0-9_-]+$ || ! -f $pool_file ]]; then
+    echo "error: unknown pool '$pool' (no $pool_file); pools: enhance, summary" >&2
+    exit 2
+fi
+
+detach=0
+extra=()
+for arg in "$@"; do
+    if [[ $arg == --detach ]]; then
+        detach=1
+    else
+        extra+=("$arg")
+    fi
+done
+
+pool_POOL="" pool_QUEUE="" pool_POOL_TYPE="" pool_SERVER_SETTINGS="" pool_ENGINE_SETTINGS=""
+read_pool_file "$pool_file"
+for key in POOL QUEUE POOL_TYPE; do
+    var="pool_$key"
+    if [[ -z ${!var} ]]; then
+        echo "error: $pool_file sets no $key" >&2
+        exit 2
+    fi
+done
+python=$(maie_python)
+celery=$(maie_celery)
+# Resolved by MAIE's own settings: a configuration error (a removed variable name, say) stops here.
+concurrency=$("$python" -m maie.serve worker-concurrency "$pool_file")
+
+cmd=("$celery" -A maie worker -Q "$pool_QUEUE" -P "$pool_POOL_TYPE" -c "$concurrency"
+    -n "$pool_POOL@%h" -E --loglevel INFO ${extra[@]+"${extra[@]}"})
+echo "==> $pool pool: queue $pool_QUEUE, pool $pool_POOL_TYPE, concurrency $concurrency" \
+    "(settings $pool_SERVER_SETTINGS* or $pool_ENGINE_SETTINGS*)"
+
+worker_ready() {
+    [[ $(tail -c "+$3" "$2") == *" ready."* ]]
+}
+
+if ((detach)); then
+    start_detached "worker-$pool" worker_ready "${MAIE_READY_TIMEOUT:-120}" "${cmd[@]}"
+else
+    exec "${cmd[@]}"
+fi
