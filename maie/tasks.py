@@ -24,7 +24,7 @@ from maie.canvas import two_level_canvas
 from maie.celery import RESULT_EXPIRES, app, startup_settings
 from maie.enhance import enhance_chunk_text
 from maie.errors import BackendUnavailable, InputError, JobCancelled, JobFailed, MaieError, WorkerLost
-from maie.result import JobError, StageMetrics, build_result, version_of
+from maie.result import JobError, JobResult, StageMetrics, build_result, version_of
 from maie.settings import Settings
 from maie.store import JobStore
 from maie.summary import fits_in_one_call, partial_notes, plan_groups, summarize_text
@@ -200,7 +200,18 @@ def summarize(
         outcome.attempts,
         2 if from_partials else 1,
     )
-    return result.model_dump(mode="json")
+    return _receipt(result)
+
+
+def _receipt(result: JobResult) -> dict[str, Any]:
+    """What the last task returns to Celery (and Flower shows): ids and counts, never the text.
+    The result itself is in the job store, read by `Job.result()`."""
+    return {
+        "job_id": result.job_id,
+        "status": result.status,
+        "chunks": len(result.chunks),
+        "degraded": [c.index for c in result.chunks if c.degraded],
+    }
 
 
 def _chunk_texts(st: JobStore, job_id: str, meta: dict[str, Any]) -> list[str]:
@@ -253,4 +264,4 @@ def assemble(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, A
     result = build_result(st, job_id, st.meta(job_id))
     st.put_result(job_id, result.model_dump_json())
     log.info("enhanced transcript assembled: %d chunks", len(result.chunks))
-    return result.model_dump(mode="json")
+    return _receipt(result)
