@@ -893,7 +893,12 @@ def _chart(report: Report, path: Path) -> str | None:
         xs = [x + (k - (len(series) - 1) / 2) * width for x in range(len(labels))]
         ax.bar(xs, values, width, label=name)
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels([label if len(label) <= 24 else label[:23] + "…" for label in labels], fontsize=8)
+    ax.set_xticklabels(
+        [label if len(label) <= 28 else label[:27] + "…" for label in labels],
+        fontsize=8,
+        rotation=20,
+        ha="right",
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score")
     ax.set_title(title, fontsize=10)
