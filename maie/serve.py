@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from maie.backends.local_vllm import STRUCTURED_OUTPUTS_CONFIG
 from maie.errors import ConfigError
 from maie.settings import TASKS, Settings, Task, load_settings
 
@@ -89,6 +91,8 @@ def vllm_server_args(settings: Settings, task: Task, port: int, *, gpu: bool | N
         "--max-num-seqs",
         str(t.max_num_seqs),
     ]
+    # The same structured-output configuration as the in-process engine (see local_vllm.py).
+    args += ["--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS_CONFIG)]
     if t.tokenizer:
         args += ["--tokenizer", t.tokenizer]
     if t.tensor_parallel_size > 1:

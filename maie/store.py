@@ -54,14 +54,19 @@ class JobStore:
         pipe.execute()
 
     def exists(self, job_id: str) -> bool:
-        return bool(self.redis.exists(self._key(job_id)))
+        # The fields written at creation, not just the key: a task finishing after Redis lost the
+        # job (a restart without persistence) may write a stray field, which is no job.
+        return bool(self.redis.hexists(self._key(job_id), "n_chunks"))
 
     def meta(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.hgetall(self._key(job_id))
         return {str(k): json.loads(v) for k, v in raw.items()}
 
     def set_meta(self, job_id: str, **fields: Any) -> None:
-        self.redis.hset(self._key(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self._key(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
+        pipe.expire(self._key(job_id), self.ttl)
+        pipe.execute()
 
     # -- chunks --------------------------------------------------------------------------------
     def raw_chunk(self, job_id: str, index: int) -> str | None:

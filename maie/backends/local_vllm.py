@@ -23,6 +23,10 @@ from maie.backends.base import Completion, Message
 from maie.errors import BackendRejected, BackendUnavailable, ConfigError
 from maie.settings import LlmTaskSettings
 
+# Constrained JSON without free whitespace: otherwise xgrammar lets a small model loop on whitespace
+# inside an object until max_tokens cuts it off (seen with vLLM 0.32 on CPU). Servers get the same.
+STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
+
 __all__ = ["LocalVllmBackend"]
 
 logger = logging.getLogger(__name__)
@@ -211,7 +215,7 @@ class LocalVllmBackend:
             # Compact JSON only: with free whitespace between fields, small models can emit
             # whitespace until max_tokens runs out and the object never closes. The flag is
             # per engine (the per-request one is ignored) and needs an explicit backend.
-            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+            "structured_outputs_config": dict(STRUCTURED_OUTPUTS_CONFIG),
         }
         if current_platform.is_cpu():
             # Same effect as VLLM_CPU_KVCACHE_SPACE (which still wins when set), but per engine:
