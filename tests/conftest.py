@@ -252,3 +252,14 @@ def load_jsonl(name: str) -> list[dict[str, object]]:
     if not path.exists():
         pytest.skip(f"{path} not found")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 model with a ChatML template, built once per session (seconds)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may ever be fetched from a model hub
+    from maie.devmodel import build_tiny_model
+
+    model_dir = tmp_path_factory.mktemp("models") / "tiny-qwen2"
+    build_tiny_model(model_dir)
+    return model_dir
