@@ -251,3 +251,41 @@ def test_worker_refuses_a_task_for_a_queue_it_does_not_serve(
     )
     with pytest.raises(Exception, match="Client not available for task: enhance"):
         res.get(timeout=30)
+
+
+def test_summary_cut_off_by_max_tokens_is_retried_with_a_larger_budget(
+    dual: dict[str, Worker], server_b: FakeServerProcess
+) -> None:
+    server_b.faults([{"kind": "length", "times": 1}])
+    result = submit(TRANSCRIPT, settings=load_settings(env_file=None)).wait(timeout=60)
+    assert result.status == "SUCCESS", result.error
+    calls = chat_requests(server_b)
+    assert [c["max_tokens"] for c in calls][:1] and len(calls) == 2
+    assert int(calls[1]["max_tokens"]) > int(calls[0]["max_tokens"])  # type: ignore[call-overload]
+    jsonschema.validate(result.summary, load_template("generic_summary").schema)
+
+
+VIETNAMESE = (
+    "Chị Lan: chúng ta cần hoàn thành báo cáo trước thứ sáu\n"
+    "Anh Minh: tôi sẽ gọi cho nhà cung cấp vào sáng thứ hai\n"
+    "Chị Lan: ngân sách cho quý này là hai trăm triệu đồng\n"
+)
+
+
+def test_vietnamese_round_trips_through_chunks_prompts_and_results(
+    dual: dict[str, Worker], server_a: FakeServerProcess, server_b: FakeServerProcess
+) -> None:
+    settings = load_settings(env_file=None, chunk_max_tokens=24)
+    result = submit(VIETNAMESE, template_id="generic_summary_vi", settings=settings).wait(timeout=60)
+    assert result.status == "SUCCESS", result.error
+    assert result.enhanced_text is not None and len(result.chunks) >= 2
+    # Every Vietnamese word, with its diacritics, reached the enhancement server and came back.
+    assert content_words(result.enhanced_text) == content_words(VIETNAMESE)
+    sent = "\n".join(str(c["messages"][-1]["content"]) for c in chat_requests(server_a))  # type: ignore[index]
+    for line in VIETNAMESE.splitlines():
+        assert line.split(": ", 1)[1] in sent
+    jsonschema.validate(result.summary, load_template("generic_summary_vi").schema)
+    # The summary prompt carried the enhanced Vietnamese text unchanged, line by line.
+    prompt = str(chat_requests(server_b)[0]["messages"][-1]["content"])  # type: ignore[index]
+    for line in result.enhanced_text.splitlines():
+        assert line in prompt
