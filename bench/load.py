@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/load.py [--jobs 200] [--seed 7] [--timeout 900] [--no-record]
 
-Starts its own fake OpenAI servers (A: enhancement, B: summary), uses Redis DB 14 on 127.0.0.1:6379
-(flushed before and after: the bench owns it) and runs `celery -A maie worker` processes for both
-queues. Then it submits the same jobs of mixed sizes twice:
+Starts its own fake OpenAI servers (A: enhancement, B: summary) and `celery -A maie worker`
+processes for both queues, on Redis DB 14 of 127.0.0.1:6379 (BENCH_REDIS to change it), claimed the
+way every benchmark of bench/ claims it (bench/common.py): refused while another benchmark runs,
+flushed before and after, and the figures are void if another process took it over meanwhile.
+Then it submits the same jobs of mixed sizes twice:
 
 1. fault-free: the reference result of each input;
 2. with faults on both servers (5 % of requests answer 500, 2 % are delayed past the request
@@ -19,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import fcntl
 import os
-import platform
 import random
 import re
 import shutil
@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = "redis://127.0.0.1:6379/14"
-# The bench process's own Celery app reads these at import: set them before importing maie.
-os.environ["CELERY_BROKER_URL"] = REDIS_URL
-os.environ["CELERY_RESULT_BACKEND"] = REDIS_URL
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+# Before `import maie`: points this process's Celery app at the benchmarks' Redis DB (BENCH_REDIS,
+# default DB 14), which every benchmark claims in turn (bench_redis) and checks it kept (check_alone).
+import common  # noqa: E402
 import redis  # noqa: E402
 from fake_openai import FakeServerProcess  # noqa: E402
 
@@ -189,16 +188,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu}"
-
-
 def record(line: str) -> None:
     """Add `line` at the end of the "## Load (reliability)" section of bench/RESULTS.md."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -233,9 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.timeout
+    host = common.machine_line()  # date, machine and load, before the bench adds its own load
 
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
+    with common.bench_redis():
+        return run(args, deadline, host)
+
+
+def run(args: argparse.Namespace, deadline: float, host: str) -> int:
     work = Path(tempfile.mkdtemp(prefix="maie-load-"))
     inputs = make_inputs(args.jobs, args.seed)
     workers: list[WorkerProc] = []
@@ -247,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             **{
                 k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "TASK_", "QUEUE_", "CHUNK_"))
             },
-            "CELERY_BROKER_URL": REDIS_URL,
-            "CELERY_RESULT_BACKEND": REDIS_URL,
+            "CELERY_BROKER_URL": common.REDIS_URL,
+            "CELERY_RESULT_BACKEND": common.REDIS_URL,
             "LLM_BACKEND": "vllm_server",
             "LLM_SERVER__ENHANCE_BASE_URL": a.base_url,
             "LLM_SERVER__ENHANCE_API_KEY": "sk-bench-enhance",
@@ -266,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         settings = load_settings(
             env_file=None,
-            celery_broker_url=REDIS_URL,
-            celery_result_backend=REDIS_URL,
+            celery_broker_url=common.REDIS_URL,
+            celery_result_backend=common.REDIS_URL,
             chunk_max_tokens=128,
             queue_max_depth=100000,
         )
@@ -322,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         elif (got.enhanced_text, got.summary) != (ref.enhanced_text, ref.summary):
             mismatched.append(i)
     lost = sorted(set(reference.missing) | set(faulty.missing))
+    try:
+        common.check_alone()  # nobody flushed the DB or ran another benchmark meanwhile
+    except RuntimeError as exc:
+        print(f"load: {exc}")
+        return 1
     ok = not (lost or failed or mismatched) and bool(killed)
     completed = len(faulty.outcomes) - len(failed)
     verdict = "PASS" if ok else "FAIL"
@@ -344,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if lost or failed or mismatched:
         print(f"load: lost {lost[:10]} failed {failed[:10]} differ {mismatched[:10]}; logs in {work}")
     line = (
-        f"- {dt.date.today().isoformat()} · {machine()} · {args.jobs} jobs ({reference.chunks} chunks), "
+        f"- {host} · {args.jobs} jobs ({reference.chunks} chunks), "
         f"2 pools (enhance 8 threads, summary 4) · fault-free {reference.wall:.1f} s · with 5 % HTTP 500 "
         f"+ 2 % timeouts ({n500} + {ndelay} of {requests} requests, {retries} retries) and the enhance "
         f"worker SIGKILLed and restarted mid-run ({redelivered} redelivered): {faulty.wall:.1f} s, "
@@ -354,8 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         record(line)
         print(f"load: recorded in {RESULTS.relative_to(ROOT)}")
-    client.flushdb()
-    client.close()
     if ok:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1

@@ -66,7 +66,7 @@ def redis_dump(client: redis.Redis) -> str:
     """Every key and value in the database, as text."""
     out = []
     for key in client.scan_iter("*"):
-        kind = client.type(key)
+        kind: Any = client.type(key)  # a str: the client decodes replies
         value: Any
         if kind == "string":
             value = client.get(key)

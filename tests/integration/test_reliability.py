@@ -168,8 +168,16 @@ class Rig:
         dirs = {q: self.log_dir / f"{q}-{sum(1 for w in self.workers if w.queue == q)}" for q in pools}
         with ThreadPoolExecutor(len(pools)) as ex:
             futures = {q: ex.submit(start_worker, q, env, dirs[q], c) for q, c in pools.items()}
-            started = {q: f.result() for q, f in futures.items()}
-        self.workers += started.values()
+        started: dict[str, Worker] = {}
+        errors: list[BaseException] = []
+        for q, f in futures.items():
+            try:
+                started[q] = f.result()
+            except Exception as exc:
+                errors.append(exc)
+        self.workers += started.values()  # stopped by close(), even if another failed to start
+        if errors:
+            raise errors[0]
         return started
 
     def worker_logs(self) -> str:
@@ -516,18 +524,18 @@ def test_redis_restart_without_persistence_loses_the_job_visibly_and_workers_rec
     rig.a.faults([{"kind": "delay", "seconds": 2}])
     job = submit(transcript(12), settings=rig.settings(chunk_max_tokens=40))
     thread, problems = restart_redis_when(rig, lambda: len(in_flight(rig.a)) == 2, outage=1)
-    # Without persistence the restart forgets the job: waiting ends at once with the job unknown
-    # (or, if a chunk still running records its failure, reported failed); it never hangs.
-    try:
-        try:
-            lost = job.wait(timeout=60)
-        except InputError as exc:
-            assert "no job" in str(exc)
-        else:
-            assert lost.status == "FAILURE" and lost.error is not None
-    finally:
-        thread.join(60)
+    thread.join(60)
     assert problems == []
+    # The two chunks in flight finish after the restart and write their results into the new,
+    # empty Redis: the job is still seen as lost, never as a job that runs forever.
+    wait_for("the chunks in flight to end", lambda: not in_flight(rig.a), 30)
+    wait_for("their tasks to end", lambda: rig.worker_logs().count("Task maie.enhance_chunk[") >= 2, 30)
+    try:
+        lost = job.wait(timeout=20)
+    except InputError as exc:
+        assert "no job" in str(exc)
+    else:
+        assert lost.status == "FAILURE" and lost.error is not None
     assert job.status().state == "UNKNOWN"
     # The same workers reconnect and take new work, even a job submitted right after the restart.
     rig.a.reset()
