@@ -110,8 +110,9 @@ def enhance_chunk_text(
     labels = speaker_labels(chunk_text)
     prompt_tokens = completion_tokens = 0
     rate = 1.0
-    # The first try uses the configured temperature; an unfaithful reply gets one retry at 0.
-    temperatures = (cfg.temperature, 0.0)
+    # The first try uses the configured temperature; an unfaithful reply gets one retry at 0. When
+    # the first try was already at 0, greedy decoding would repeat the same reply: no retry.
+    temperatures = (cfg.temperature, 0.0) if cfg.temperature > 0 else (0.0,)
     for attempt, temperature in enumerate(temperatures, start=1):
         reply = backend.chat(messages, max_tokens=max_tokens, temperature=temperature, top_p=cfg.top_p)
         prompt_tokens += reply.prompt_tokens or 0

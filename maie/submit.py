@@ -187,7 +187,7 @@ class Job:
             raise InputError(f"no job {self.id} (unknown id, or its records expired)")
         return None
 
-    def wait(self, timeout: float | None = None, poll: float = 0.05) -> JobResult:
+    def wait(self, timeout: float | None = None, poll: float = 0.005) -> JobResult:
         """Block until the job ends (success, failure or cancellation); TimeoutError after timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll
