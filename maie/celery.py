@@ -62,6 +62,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": visibility,
             "unacked_restore_interval": max(1, min(60, visibility // 10)),
             "unacked_restore_throttle": 1,
+            # The sweep holds a Redis mutex; a worker killed while holding it must not block the
+            # sweeps of the others for kombu's default 5 minutes when the timeout is short.
+            "unacked_mutex_expire": min(300, max(10, visibility // 2)),
         },
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "visibility_timeout": visibility,

@@ -298,7 +298,7 @@ def test_worker_killed_mid_chunk_is_redelivered_and_the_job_completes_once(rig: 
     assert first.proc.returncode == -signal.SIGKILL
     # After the visibility timeout Redis hands the message to the worker that replaces it.
     rig.worker("enhance", env, concurrency=2)
-    result = job.wait(timeout=60)
+    result = job.wait(timeout=180)  # bounded; generous for loaded CI machines
     assert_complete_once(result, source, n)
     assert [e["status"] for e in chat_requests(rig.a, "zebra")] == [None, 200]  # cut, then done once
     assert len(chat_requests(rig.b)) == 1  # one summary

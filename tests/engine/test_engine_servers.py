@@ -1,14 +1,7 @@
-"""Jobs through real worker processes and real vLLM on CPU: in-process engines, then vLLM servers.
-
-The model is the tiny random one (its words are noise, so enhancement ends degraded — that is the
-faithfulness check doing its job); what these tests prove is the plumbing: each pool builds its own
-engine from its own settings once, constrained decoding makes the summary schema-valid, and each
-task's requests reach its own server.
-"""
+"""Jobs through real worker processes bound to real vLLM OpenAI-compatible servers on CPU."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -17,128 +10,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 import redis
-from conftest import Worker, base_env, clean_redis, start_worker
+from conftest import clean_redis, start_worker
+from engine_common import TINY_SCHEMA, engine_env, run_job, templates_dir_fixture  # noqa: F401
 
-from maie import JobResult, submit
+from maie import JobResult
 from maie.settings import load_settings
-from maie.templates import load_template
-
-TRANSCRIPT = (
-    "Anna: so the budget for the new remote is twenty euros\n"
-    "Ben: and we ship it in may with a yellow case\n"
-    "Anna: okay ben will call the factory on monday\n"
-)
-
-# A template with short bounded fields: a random model fills strings up to their maxLength.
-TINY_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "x-language": "en",
-    "properties": {
-        "title": {"type": "string", "maxLength": 24},
-        "decided": {"type": "boolean"},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 2},
-    },
-    "required": ["title", "decided", "tags"],
-    "additionalProperties": False,
-}
-
-
-@pytest.fixture(scope="module")
-def templates_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("templates")
-    bundle = root / "tiny_notes"
-    bundle.mkdir()
-    (bundle / "schema.json").write_text(json.dumps(TINY_SCHEMA, indent=2))
-    (bundle / "example.json").write_text(json.dumps({"title": "Budget", "decided": True, "tags": ["x"]}))
-    (bundle / "prompt.jinja").write_text(
-        "Summarise the transcript as JSON matching this schema:\n{{ schema_json }}\n\n"
-        "Transcript:\n{{ transcript }}\n"
-    )
-    return root
-
-
-def engine_env(templates: Path, **extra: str) -> dict[str, str]:
-    return base_env(
-        HF_HUB_OFFLINE="1",
-        TEMPLATES_DIR=str(templates),
-        LLM_ENHANCE__MAX_MODEL_LEN="1024",
-        LLM_SUM__MAX_MODEL_LEN="2048",
-        LLM_ENHANCE__ENFORCE_EAGER="true",
-        LLM_SUM__ENFORCE_EAGER="true",
-        LLM_SUM__MAX_TOKENS="256",
-        LLM_SERVER__REQUEST_TIMEOUT_SECONDS="120",
-        **extra,
-    )
-
-
-def run_job(templates: Path, **kwargs: Any) -> JobResult:
-    settings = load_settings(env_file=None, templates_dir=templates)
-    return submit(TRANSCRIPT, template_id="tiny_notes", settings=settings, **kwargs).wait(timeout=300)
-
-
-# -- local_vllm: an engine inside each pool ------------------------------------------------------
-@pytest.fixture(scope="module")
-def local_pools(
-    redis_client: redis.Redis,
-    tiny_model_dir: Path,
-    templates_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, Worker]]:
-    clean_redis(redis_client)
-    log_dir = tmp_path_factory.mktemp("local-pools")
-    env = engine_env(
-        templates_dir,
-        LLM_BACKEND="local_vllm",
-        LLM_ENHANCE__MODEL=str(tiny_model_dir),
-        LLM_SUM__MODEL=str(tiny_model_dir),
-        LLM_ENHANCE__MAX_NUM_SEQS="8",
-        LLM_SUM__MAX_NUM_SEQS="4",
-    )
-    # One core each: two engines left to vLLM's automatic binding would share one core.
-    workers = {
-        "enhance": start_worker("enhance", {**env, "VLLM_CPU_OMP_THREADS_BIND": "0"}, log_dir, 8),
-        "summary": start_worker("summary", {**env, "VLLM_CPU_OMP_THREADS_BIND": "1"}, log_dir, 4),
-    }
-    yield workers
-    for w in workers.values():
-        w.stop(timeout=60)
-
-
-def test_local_engines_run_a_job_with_a_schema_valid_summary(
-    local_pools: dict[str, Worker], templates_dir: Path, fresh_redis: redis.Redis
-) -> None:
-    result = run_job(templates_dir)
-    assert result.status == "SUCCESS", result.error
-    jsonschema.validate(result.summary, TINY_SCHEMA)
-    assert result.enhanced_text is not None
-    versions = result.versions
-    assert versions["enhance"].backend == versions["summary"].backend == "local_vllm"
-    assert load_template("tiny_notes", templates_dir).schema == TINY_SCHEMA
-
-
-def test_each_pool_loads_its_engine_once_across_jobs(
-    local_pools: dict[str, Worker], templates_dir: Path, fresh_redis: redis.Redis
-) -> None:
-    for _ in range(2):
-        result = run_job(templates_dir)
-        assert result.status == "SUCCESS", result.error
-    for queue, worker in local_pools.items():
-        text = worker.log() + _app_log(worker)
-        loads = [line for line in worker.log().splitlines() if "LLM engine loaded" in line]
-        assert len(loads) == 1, (queue, loads)
-        assert f"task={queue}" in loads[0]
-        assert f"LLM {queue} bound" in text
-
-
-def _app_log(worker: Worker) -> str:
-    path = Path(worker.env["LOG_DIR"]) / "app.log"
-    return path.read_text(errors="replace") if path.exists() else ""
 
 
 # -- vllm_server: real OpenAI-compatible vLLM servers ---------------------------------------------
