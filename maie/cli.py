@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.table import Table
 from maie.errors import ConfigError, InputError, MaieError
 from maie.result import JobResult
 from maie.settings import TASKS, Settings, find_legacy_names, legacy_message, load_settings
+
+if TYPE_CHECKING:
+    from maie.submit import Job
 
 app = typer.Typer(
     help="MAIE: speech transcripts to clean text and structured summaries.",
@@ -95,10 +98,8 @@ def submit(
         raise typer.Exit(1)
 
 
-def _follow(job: object, timeout: float) -> JobResult:
-    from maie.submit import Job
-
-    assert isinstance(job, Job)
+def _follow(job: Job, timeout: float) -> JobResult:
+    """Show chunk progress until the job ends; the (large) result is read once, at the end."""
     deadline = time.monotonic() + timeout
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -108,19 +109,22 @@ def _follow(job: object, timeout: float) -> JobResult:
         console=err,
         transient=False,
     ) as progress:
-        status = job.status()
-        bar = progress.add_task("enhance", total=max(status.chunks_total, 1))
+        bar = progress.add_task("enhance", total=1)
         while True:
-            result = job.result()
             status = job.status()
+            if status.state == "UNKNOWN":
+                fail(InputError(f"no job {job.id} (unknown id, or its records expired)"))
+            total = max(status.chunks_total, 1)
             progress.update(
                 bar,
                 completed=status.chunks_done,
-                total=max(status.chunks_total, 1),
+                total=total,
                 description=status.stage or status.state.lower(),
             )
-            if result is not None:
-                progress.update(bar, completed=max(status.chunks_total, 1), description=result.status.lower())
+            if status.state in ("SUCCESS", "FAILURE", "CANCELLED"):
+                result = job.result()
+                assert result is not None  # the job has ended: its result or its error is stored
+                progress.update(bar, completed=total, description=result.status.lower())
                 return result
             if time.monotonic() > deadline:
                 fail(f"job {job.id} did not finish within {timeout} s", 1)

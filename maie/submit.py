@@ -131,13 +131,9 @@ class Job:
         done = st.enhanced_count(self.id) if total else 0
         error = st.error(self.id)
         state: Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
-        # Same order as result(): a job that finished before its cancellation stays a success.
-        if st.result(self.id) is not None:
-            state = "SUCCESS"
-        elif st.cancelled(self.id):
-            state = "CANCELLED"
-        elif error is not None:
-            state = "FAILURE"
+        final = self.result()  # one place decides how a job ended (success wins over a late cancel)
+        if final is not None:
+            state = final.status
         elif done or app_for(self._settings).AsyncResult(self.id).state == "STARTED":
             state = "RUNNING"
         else:
