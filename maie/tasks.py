@@ -22,6 +22,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from maie.backends import get_backend
 from maie.canvas import two_level_canvas
 from maie.celery import RESULT_EXPIRES, app, startup_settings
+from maie.enhance import SYSTEM_PROMPT as ENHANCE_PROMPT
 from maie.enhance import enhance_chunk_text
 from maie.errors import BackendUnavailable, InputError, JobCancelled, JobFailed, MaieError, WorkerLost
 from maie.result import JobError, JobResult, StageMetrics, build_result, version_of
@@ -139,15 +140,9 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
         }
     record.update(started_at=started, finished_at=time.time())
     store().put_enhanced(job_id, index, record)
-    store().set_meta(job_id, version_enhance=version_of(backend, prompt=_enhance_prompt()).model_dump())
+    store().set_meta(job_id, version_enhance=version_of(backend, prompt=ENHANCE_PROMPT).model_dump())
     log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"], record["edit_rate"])
     return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}
-
-
-def _enhance_prompt() -> str:
-    from maie.enhance import SYSTEM_PROMPT
-
-    return SYSTEM_PROMPT
 
 
 @app.task(bind=True, base=MaieTask, name="maie.summarize", stage="summary")

@@ -31,7 +31,6 @@ log = logging.getLogger("maie.llm")
 
 _lock = threading.Lock()
 _backends: dict[str, LLMBackend] = {}
-_failures: dict[str, str] = {}
 _queues: set[str] | None = None  # None: not a worker (CLI, tests): any task may be built
 
 
@@ -73,7 +72,6 @@ def get_backend(task: Task, settings: Settings) -> LLMBackend:
             try:
                 backend = build_backend(task, settings)
             except Exception as exc:
-                _failures[task] = str(exc)
                 log.error("LLM %s backend failed to start: %s", task, exc)
                 raise ConfigError(
                     f"Client not available for task: {task}: {exc}. Check the "
@@ -102,4 +100,3 @@ def reset_backends() -> None:
         for backend in _backends.values():
             backend.close()
         _backends.clear()
-        _failures.clear()
