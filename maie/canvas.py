@@ -4,10 +4,12 @@
     enhance only        chord(group(enhance_chunk[i]), assemble)
     summary only        summarize
     long transcripts    summarize replaces itself with
-                        chord(group(partial_notes[g]) → queue summary, summarize(from_partials))
+                        chord(group(partial_notes[level, g]) → queue summary, summarize(level))
+                        and again, one level up, while the notes are still too long for one call
 
 Signatures carry only ids, never transcript text. Task ids are readable in Flower: the job id is the
-id of the job's last task, chunk tasks are `<job>-enhance-<i>`, partial-notes tasks `<job>-notes-<g>`.
+id of the job's last task, chunk tasks are `<job>-enhance-<i>`, partial-notes tasks
+`<job>-notes-<level>-<g>` and the summary after level L `<job>-summary-<L>`.
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ from __future__ import annotations
 from celery import Celery, chord, group
 from celery.canvas import Signature
 
-__all__ = ["chunk_task_id", "notes_task_id", "job_canvas", "two_level_canvas"]
+__all__ = ["chunk_task_id", "notes_task_id", "job_canvas", "notes_canvas"]
 
 
 def chunk_task_id(job_id: str, index: int) -> str:
     return f"{job_id}-enhance-{index}"
 
 
-def notes_task_id(job_id: str, group_index: int) -> str:
-    return f"{job_id}-notes-{group_index}"
+def notes_task_id(job_id: str, level: int, group_index: int) -> str:
+    return f"{job_id}-notes-{level}-{group_index}"
 
 
 def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> Signature:
@@ -41,14 +43,14 @@ def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> 
     return chord(header, body)
 
 
-def two_level_canvas(app: Celery, job_id: str, groups: list[tuple[int, int]]) -> Signature:
-    """Partial notes per group of chunks [start, end), then the final summary from the notes."""
+def notes_canvas(app: Celery, job_id: str, level: int, groups: list[tuple[int, int]]) -> Signature:
+    """Notes at `level` per group [start, end) of the level below, then the summary of those notes."""
     header = group(
         app.signature(
             "maie.partial_notes",
-            kwargs={"job_id": job_id, "group": g, "start": start, "end": end},
-        ).set(task_id=notes_task_id(job_id, g))
+            kwargs={"job_id": job_id, "level": level, "group": g, "start": start, "end": end},
+        ).set(task_id=notes_task_id(job_id, level, g))
         for g, (start, end) in enumerate(groups)
     )
-    body = app.signature("maie.summarize", kwargs={"job_id": job_id, "from_partials": True})
-    return chord(header, body.set(task_id=f"{job_id}-final"))
+    body = app.signature("maie.summarize", kwargs={"job_id": job_id, "level": level})
+    return chord(header, body.set(task_id=f"{job_id}-summary-{level}"))

@@ -155,7 +155,7 @@ def _on_setup_logger(**_: Any) -> None:
 @signals.worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     """Bind each consumed task's backend now, so the log says which endpoint and model it uses."""
-    from maie.backends import bound_queues, get_backend
+    from maie.backends import bound_queues, discover_backends, get_backend
 
     queues = bound_queues() or set(QUEUES)
     tasks = [t for t in TASKS if t in queues]
@@ -172,8 +172,14 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
         # Loading an engine takes a while: do it off the start-up path so the worker stays
         # responsive; the first task waits for it through the same lock.
         threading.Thread(target=bind, name="maie-engine-load", daemon=True).start()
-    else:
-        bind()
+        return
+    try:
+        # Learn each endpoint's model and context now; a model it does not serve stops the worker.
+        discover_backends(tasks, startup_settings)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.stderr.write(f"maie: configuration error: {exc}\n")
+        raise SystemExit(2) from None
 
 
 @signals.worker_shutdown.connect

@@ -1,8 +1,9 @@
 """Chunking: pack transcript segments into chunks that fit a token budget.
 
 Whole turns are kept together when they fit. A turn over the budget is cut at sentence ends, and a
-sentence over the budget between words; a word is never cut. Every piece of a cut turn keeps the
-turn's speaker, so each chunk reads as `Speaker: text` lines on its own.
+sentence over the budget between words; a "word" over the budget on its own (a transcript without
+spaces: unsegmented scripts, a garbled export) between characters, so every chunk fits. Every piece
+of a cut turn keeps the turn's speaker, so each chunk reads as `Speaker: text` lines on its own.
 """
 
 from __future__ import annotations
@@ -103,9 +104,9 @@ def chunk_segments(
     A segment over the budget is cut into pieces, at sentence ends when possible and else between
     words; each piece is a `Segment` with the original speaker, its words joined by single spaces,
     and times interpolated by word position when both start and end are known (else the first
-    piece keeps the start and the last the end). A word is never cut: a piece holding one word
-    that alone exceeds the budget becomes a chunk of its own, over the budget. Segments with empty
-    text are dropped. Raises ValueError when `max_tokens` is below 1.
+    piece keeps the start and the last the end). A word that alone exceeds the budget is cut into
+    consecutive pieces that fit (between characters), each then counted as a word. Segments with
+    empty text are dropped. Raises ValueError when `max_tokens` is below 1.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -203,17 +204,34 @@ def _fit_segment(segment: Segment, max_tokens: int, count: TokenCounter) -> list
     def cost(words: list[str]) -> int:
         return count(" ".join(words))
 
+    def word_cost(word: str) -> int:
+        return count(render([word]))  # the word alone on its line, speaker label included
+
+    words = [piece for word in segment.text.split() for piece in _cut_word(word, max_tokens, word_cost)]
     pieces: list[list[str]] = []
-    for sentence in _sentences(segment.text.split()):
+    for sentence in _sentences(words):
         if count(render(sentence)) <= max_tokens:
             pieces.append(sentence)
         else:
-            words = [[word] for word in sentence]
-            groups = _pack(words, render_sentences, cost, max_tokens, count, separator=" ")
+            singles = [[word] for word in sentence]
+            groups = _pack(singles, render_sentences, cost, max_tokens, count, separator=" ")
             pieces.extend(_flatten(group) for group in groups)
     # Sentences that fit are merged back together as far as the budget allows.
     merged = _pack(pieces, render_sentences, cost, max_tokens, count, separator=" ")
     return _timed_pieces(segment, [_flatten(group) for group in merged])
+
+
+def _cut_word(word: str, max_tokens: int, count: TokenCounter) -> list[str]:
+    """The word itself if it fits `max_tokens`, else consecutive slices of it that each fit."""
+    n = count(word)
+    if n <= max_tokens:
+        return [word]
+    step = max(1, len(word) * max_tokens // n)
+    while True:
+        slices = [word[i : i + step] for i in range(0, len(word), step)]
+        if step == 1 or all(count(piece) <= max_tokens for piece in slices):
+            return slices
+        step = max(1, step * 9 // 10)
 
 
 def _flatten(groups: Iterable[list[str]]) -> list[str]:

@@ -5,10 +5,15 @@ The output contract is plain text, checked by a faithfulness test: the normalize
 input and output are compared (word-level edit rate, rapidfuzz) and speaker labels must survive.
 An unfaithful reply is retried once at temperature 0; if that fails too the raw chunk is kept and
 marked degraded with its edit rate, so a bad model can never rewrite what was said.
+
+A chunk whose prompt and reply budget do not fit the model's context (CHUNK_MAX_TOKENS set above
+what the endpoint holds, or a server that counts more tokens than the chunker did) is enhanced in
+halves, split between lines, else between words, and put back together in order.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +22,10 @@ from typing import Any
 from rapidfuzz.distance import Levenshtein
 
 from maie.backends.base import LLMBackend, Message
+from maie.chunking import approx_token_count
+from maie.errors import ContextExceeded
 from maie.settings import LlmTaskSettings
+from maie.tokens import ESTIMATE_MARGIN, TEMPLATE_OVERHEAD, count_text, prompt_tokens
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -36,6 +44,8 @@ SYSTEM_PROMPT = (
     "before its colon exactly as it is. Keep the transcript's language. Reply with the corrected "
     "transcript only, without any comment."
 )
+
+log = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 _LABEL = re.compile(r"^([^:\n]{1,40}):\s")
@@ -87,13 +97,26 @@ def word_edit_rate(before: str, after: str) -> float:
 
 
 def _budget(backend: LLMBackend, chunk_text: str, cfg: LlmTaskSettings) -> int:
-    tokens = backend.count_tokens(chunk_text)
-    if tokens is None:
-        from maie.chunking import approx_token_count
-
-        tokens = approx_token_count(chunk_text)
     # Punctuation adds tokens; 1.5x plus slack is ample, and never more than the configured cap.
-    return max(16, min(cfg.max_tokens, int(tokens * 1.5) + 64))
+    return max(16, min(cfg.max_tokens, int(count_text(backend, chunk_text) * 1.5) + 64))
+
+
+def reply_budget(backend: LLMBackend, chunk_text: str, cfg: LlmTaskSettings) -> int | None:
+    """The chunk's reply budget when its prompt plus that budget fit the model's context, else None."""
+    budget = _budget(backend, chunk_text, cfg)
+    needed = prompt_tokens(backend, build_messages(chunk_text)) + budget
+    return budget if needed <= backend.max_model_len else None
+
+
+def max_chunk_tokens(context: int, cfg: LlmTaskSettings) -> int:
+    """The largest chunk whose prompt (system prompt, chat markup) and reply budget fit `context`,
+    in estimated tokens: what CHUNK_MAX_TOKENS is clamped to."""
+    fixed = approx_token_count(SYSTEM_PROMPT) * ESTIMATE_MARGIN + TEMPLATE_OVERHEAD + 64
+    # chunk * margin (prompt) + chunk * margin * 1.5 (reply) + fixed <= context
+    return max(16, int((context - fixed) / (2.5 * ESTIMATE_MARGIN)))
+
+
+_split_warned = False
 
 
 def enhance_chunk_text(
@@ -104,18 +127,80 @@ def enhance_chunk_text(
     max_edit_rate: float,
 ) -> EnhancedChunk:
     """Enhance one chunk; the backend's errors (unavailable, rejected) propagate to the caller."""
+    global _split_warned
     started = time.monotonic()
+    budget = reply_budget(backend, chunk_text, cfg)
+    if budget is not None:
+        try:
+            return _enhance_whole(backend, index, chunk_text, budget, cfg, max_edit_rate, started)
+        except ContextExceeded:
+            pass  # the server counted more than we did: halve it like any chunk that does not fit
+    halves = _halves(chunk_text)
+    if halves is None:
+        raise ContextExceeded(
+            f"chunk {index} is one word that does not fit the {backend.max_model_len}-token context"
+        )
+    if not _split_warned:
+        _split_warned = True
+        log.warning(
+            "chunk %d does not fit the enhancement context of %d tokens with its prompt and reply: "
+            "enhancing it in parts (lower CHUNK_MAX_TOKENS to at most %d)",
+            index,
+            backend.max_model_len,
+            max_chunk_tokens(backend.max_model_len, cfg),
+        )
+    (first_text, second_text), joiner = halves
+    first = enhance_chunk_text(backend, index, first_text, cfg, max_edit_rate)
+    second = enhance_chunk_text(backend, index, second_text, cfg, max_edit_rate)
+    degraded = first.degraded or second.degraded
+    return EnhancedChunk(
+        index,
+        # A degraded half stands as raw text; the whole chunk is then marked degraded.
+        first.text + joiner + second.text,
+        degraded,
+        round(max(first.edit_rate, second.edit_rate), 4),
+        max(first.attempts, second.attempts),
+        first.prompt_tokens + second.prompt_tokens,
+        first.completion_tokens + second.completion_tokens,
+        round(time.monotonic() - started, 4),
+    )
+
+
+def _halves(text: str) -> tuple[tuple[str, str], str] | None:
+    """The text in two halves and what joins them again: between lines, else between words, else
+    (one word, e.g. a line without spaces) between characters; None for a single character."""
+    lines = text.split("\n")
+    if len(lines) > 1:
+        middle = len(lines) // 2
+        return ("\n".join(lines[:middle]), "\n".join(lines[middle:])), "\n"
+    words = text.split(" ")
+    if len(words) > 1:
+        middle = len(words) // 2
+        return (" ".join(words[:middle]), " ".join(words[middle:])), " "
+    if len(text) > 1:
+        return (text[: len(text) // 2], text[len(text) // 2 :]), ""
+    return None
+
+
+def _enhance_whole(
+    backend: LLMBackend,
+    index: int,
+    chunk_text: str,
+    max_tokens: int,
+    cfg: LlmTaskSettings,
+    max_edit_rate: float,
+    started: float,
+) -> EnhancedChunk:
     messages = build_messages(chunk_text)
-    max_tokens = _budget(backend, chunk_text, cfg)
     labels = speaker_labels(chunk_text)
-    prompt_tokens = completion_tokens = 0
+    used_prompt = completion_tokens = 0
     rate = 1.0
     # The first try uses the configured temperature; an unfaithful reply gets one retry at 0. When
     # the first try was already at 0, greedy decoding would repeat the same reply: no retry.
     temperatures = (cfg.temperature, 0.0) if cfg.temperature > 0 else (0.0,)
     for attempt, temperature in enumerate(temperatures, start=1):
         reply = backend.chat(messages, max_tokens=max_tokens, temperature=temperature, top_p=cfg.top_p)
-        prompt_tokens += reply.prompt_tokens or 0
+        used_prompt += reply.prompt_tokens or 0
         completion_tokens += reply.completion_tokens or 0
         text = reply.text.strip()
         rate = word_edit_rate(chunk_text, text)
@@ -127,7 +212,7 @@ def enhance_chunk_text(
                 False,
                 round(rate, 4),
                 attempt,
-                prompt_tokens,
+                used_prompt,
                 completion_tokens,
                 round(time.monotonic() - started, 4),
             )
@@ -137,7 +222,7 @@ def enhance_chunk_text(
         True,
         round(rate, 4),
         len(temperatures),
-        prompt_tokens,
+        used_prompt,
         completion_tokens,
         round(time.monotonic() - started, 4),
     )

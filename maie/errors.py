@@ -7,6 +7,7 @@
     │                          (connection refused, timeout, 429, 5xx)
     ├── BackendRejected        the LLM refused the request or its output never became valid: a retry
     │                          cannot help (400, reply cut off by max_tokens, schema never satisfied)
+    │   └── ContextExceeded    the prompt plus its reply do not fit the model's context: split and re-plan
     ├── QueueFull              a queue is over its depth limit; submit later
     ├── WorkerLost             a task's worker kept dying while running it (killed, out of memory)
     └── JobFailed              a job ended in failure; carries the stage and the reason
@@ -23,6 +24,7 @@ __all__ = [
     "InputError",
     "BackendUnavailable",
     "BackendRejected",
+    "ContextExceeded",
     "QueueFull",
     "JobFailed",
     "JobCancelled",
@@ -68,6 +70,13 @@ class BackendRejected(MaieError):
     """The LLM backend answered, but the request or its output cannot succeed as is."""
 
     code = "backend_rejected"
+
+
+class ContextExceeded(BackendRejected):
+    """The request does not fit the model's context; the same request can never succeed, a
+    smaller one can. The server's own verdict (HTTP 400) when MAIE's count was too low."""
+
+    code = "context_exceeded"
 
 
 class QueueFull(MaieError):

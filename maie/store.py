@@ -91,16 +91,21 @@ class JobStore:
         return int(self.redis.hlen(self._key(job_id, "enhanced")))
 
     # -- outcome -------------------------------------------------------------------------------
-    def put_partial(self, job_id: str, group: int, record: dict[str, Any]) -> None:
+    def put_partial(self, job_id: str, level: int, group: int, record: dict[str, Any]) -> None:
+        """Notes of one group at one level of a long transcript's summary (level 1: of chunks)."""
         key = self._key(job_id, "partials")
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, str(group), json.dumps(record, ensure_ascii=False))
+        pipe.hset(key, f"{level}:{group}", json.dumps(record, ensure_ascii=False))
         pipe.expire(key, self.ttl)
         pipe.execute()
 
-    def partials(self, job_id: str) -> dict[int, dict[str, Any]]:
+    def partials(self, job_id: str, level: int | None = None) -> dict[int, dict[str, Any]]:
+        """The notes of one level by group, or with level None every level's, numbered in order."""
         raw = self.redis.hgetall(self._key(job_id, "partials"))
-        return {int(k): json.loads(v) for k, v in raw.items()}
+        records = {tuple(int(p) for p in str(k).split(":")): json.loads(v) for k, v in raw.items()}
+        if level is not None:
+            return {g: r for (lv, g), r in records.items() if lv == level}
+        return {i: records[k] for i, k in enumerate(sorted(records))}
 
     def put_result(self, job_id: str, result_json: str) -> None:
         self.redis.set(self._key(job_id, "result"), result_json, ex=self.ttl)

@@ -10,10 +10,12 @@ canvas goes to the broker, carrying only ids:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, Literal
 
 import redis
@@ -21,6 +23,7 @@ import redis
 from maie.canvas import chunk_task_id, job_canvas
 from maie.celery import QUEUES, RESULT_EXPIRES, app_for, startup_error, startup_settings
 from maie.chunking import chunk_segments, load_token_counter
+from maie.enhance import max_chunk_tokens
 from maie.errors import BackendUnavailable, InputError, QueueFull
 from maie.inputs import Format, load_transcript
 from maie.result import JobError, JobResult, JobStatus
@@ -31,6 +34,8 @@ from maie.templates import load_template
 __all__ = ["FEATURES", "submit", "Job", "check_features"]
 
 FEATURES = ("enhance", "summary")
+
+log = logging.getLogger(__name__)
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -55,6 +60,33 @@ def check_features(features: Iterable[str]) -> list[str]:
     if not chosen:
         raise InputError(f"no feature chosen; choose from {', '.join(FEATURES)}")
     return [f for f in FEATURES if f in chosen]
+
+
+def chunk_budget(settings: Settings) -> int:
+    """CHUNK_MAX_TOKENS, clamped so a chunk, its prompt and its reply fit the local engine's context.
+
+    Against a server the context is learnt by the enhance pool, which enhances a chunk that does
+    not fit in parts (and says so in its log); here only the local engine's context is known."""
+    wanted = settings.chunk_max_tokens
+    if settings.llm_backend != "local_vllm":
+        return wanted
+    cfg = settings.llm_enhance
+    allowed = max_chunk_tokens(cfg.max_model_len, cfg)
+    if allowed < wanted:
+        _warn_clamped(wanted, allowed, cfg.max_model_len)
+    return min(wanted, allowed)
+
+
+@lru_cache(maxsize=8)
+def _warn_clamped(wanted: int, allowed: int, context: int) -> None:
+    """Once per process and setting: the clamp is a configuration fact, not news for every job."""
+    log.warning(
+        "CHUNK_MAX_TOKENS=%d clamped to %d: a chunk, its prompt and its reply must fit "
+        "LLM_ENHANCE__MAX_MODEL_LEN=%d",
+        wanted,
+        allowed,
+        context,
+    )
 
 
 def queue_depth(settings: Settings, queue: str) -> int:
@@ -83,7 +115,7 @@ def submit(
         load_template(template_id, s.templates_dir)  # still refuse a bad id
     segments = load_transcript(source, max_bytes=s.max_input_bytes, fmt=fmt)
     tokenizer = s.llm_enhance.tokenizer or (s.llm_enhance.model if s.llm_backend == "local_vllm" else None)
-    chunks = chunk_segments(segments, s.chunk_max_tokens, load_token_counter(tokenizer))
+    chunks = chunk_segments(segments, chunk_budget(s), load_token_counter(tokenizer))
     store = _store(s)
     try:
         for queue in QUEUES:

@@ -6,6 +6,11 @@ or stop mid-object. A reply cut off by max_tokens is never parsed as if complete
 a larger budget where the context allows, else the call fails saying so. An invalid reply gets one
 repair attempt with the validation errors fed back; still invalid, the call fails with those errors.
 Nothing edits a summary after it has been validated.
+
+Transcripts longer than the context are summarised in levels: notes on groups of chunks, then (when
+the notes themselves are still too long) notes on groups of notes, until the text fits one call.
+Prompts are measured with the backend's exact count where it has one, else with an estimate and a
+margin (maie/tokens.py); a request the server still refuses as too long (`ContextExceeded`) is split.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from maie.backends.base import Completion, LLMBackend, Message
-from maie.chunking import approx_token_count
-from maie.errors import BackendRejected
+from maie.errors import BackendRejected, ContextExceeded
 from maie.settings import LlmTaskSettings
 from maie.templates import Template
+from maie.tokens import count_text, prompt_tokens
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -37,10 +42,6 @@ SYSTEM_PROMPT = (
     "matches the given JSON Schema, and nothing else."
 )
 
-# Tokens kept free for the chat template's own markup around the messages.
-_TEMPLATE_OVERHEAD = 32
-
-
 @dataclass(frozen=True)
 class SummaryOutcome:
     data: dict[str, Any]
@@ -57,20 +58,12 @@ def build_messages(template: Template, transcript: str) -> list[Message]:
     ]
 
 
-def prompt_tokens(backend: LLMBackend, messages: list[Message]) -> int:
-    text = "\n".join(m["content"] for m in messages)
-    counted = backend.count_tokens(text)
-    return (counted if counted is not None else approx_token_count(text)) + _TEMPLATE_OVERHEAD
-
-
 def output_budget(backend: LLMBackend, messages: list[Message], wanted: int) -> int:
     """`wanted` tokens, or what the context leaves after the prompt if that is less."""
     limit = backend.max_model_len
-    if limit is None:
-        return wanted
     room = limit - prompt_tokens(backend, messages)
     if room < 16:
-        raise BackendRejected(
+        raise ContextExceeded(
             f"summary prompt needs about {limit - room} tokens but the model's context is {limit}"
         )
     return min(wanted, room)
@@ -142,48 +135,78 @@ def summarize_text(
 
 
 # -- transcripts longer than the summary model's context -----------------------------------------
-def fits_in_one_call(backend: LLMBackend, template: Template, transcript: str, cfg: LlmTaskSettings) -> bool:
-    """Whether prompt, schema and the full output budget fit the model's context at once."""
-    limit = backend.max_model_len
-    if limit is None:
-        return True
-    return prompt_tokens(backend, build_messages(template, transcript)) + cfg.max_tokens <= limit
+def fits_in_one_call(
+    backend: LLMBackend, template: Template, transcript: str, cfg: LlmTaskSettings, scale: float = 1.0
+) -> bool:
+    """Whether prompt, schema and the output budget fit the model's context (times `scale`, below 1
+    after the server refused a request that MAIE's count said would fit)."""
+    limit = int(backend.max_model_len * scale)
+    wanted = min(cfg.max_tokens, limit // 2)
+    return prompt_tokens(backend, build_messages(template, transcript)) + wanted <= limit
 
 
 def notes_budget(backend: LLMBackend, cfg: LlmTaskSettings) -> int:
     """Output tokens for one group's partial notes: a quarter of the context, at most max_tokens."""
-    limit = backend.max_model_len or 8192
-    return max(32, min(cfg.max_tokens, limit // 4))
+    return max(32, min(cfg.max_tokens, backend.max_model_len // 4))
+
+
+def notes_messages(transcript: str, language: str) -> list[Message]:
+    from maie.templates import render_partial_notes
+
+    return [{"role": "user", "content": render_partial_notes(transcript, language)}]
 
 
 def plan_groups(
-    chunk_texts: list[str], backend: LLMBackend, cfg: LlmTaskSettings, language: str
+    texts: list[str], backend: LLMBackend, cfg: LlmTaskSettings, language: str, scale: float = 1.0
 ) -> list[tuple[int, int]]:
-    """Consecutive chunks packed into groups [start, end) whose notes prompt fits the context."""
-    from maie.templates import render_partial_notes
-
-    limit = backend.max_model_len or 8192
-    overhead = prompt_tokens(backend, [{"role": "user", "content": render_partial_notes("", language)}])
+    """Consecutive texts (chunks, or notes of a lower level) packed into groups [start, end) whose
+    notes prompt and notes budget fit the context (times `scale`)."""
+    limit = int(backend.max_model_len * scale)
+    overhead = prompt_tokens(backend, notes_messages("", language))
     room = limit - overhead - notes_budget(backend, cfg)
     if room < 32:
         raise BackendRejected(f"the summary model's context ({limit} tokens) is too small for partial notes")
-    count = backend.count_tokens
     groups: list[tuple[int, int]] = []
     start, used = 0, 0
-    for i, text in enumerate(chunk_texts):
-        n = count(text) or approx_token_count(text)
+    for i, text in enumerate(texts):
+        n = count_text(backend, text) + 1  # + the newline that joins it to the next one
         if i > start and used + n > room:
             groups.append((start, i))
             start, used = i, 0
         used += n
-    groups.append((start, len(chunk_texts)))
+    groups.append((start, len(texts)))
     return groups
 
 
-def partial_notes(backend: LLMBackend, transcript: str, language: str, cfg: LlmTaskSettings) -> Completion:
-    """Plain-text notes of one part of a long transcript, to be summarised with the others."""
-    from maie.templates import render_partial_notes
+def partial_notes(backend: LLMBackend, texts: list[str], language: str, cfg: LlmTaskSettings) -> Completion:
+    """Plain-text notes of consecutive parts of a long transcript, to be summarised with the others.
 
-    messages: list[Message] = [{"role": "user", "content": render_partial_notes(transcript, language)}]
-    budget = output_budget(backend, messages, notes_budget(backend, cfg))
-    return backend.chat(messages, max_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p)
+    A group the server still refuses as too long is halved and each half noted in turn (a single
+    text is halved between words), so a wrong count costs one more call, not the job."""
+    messages = notes_messages("\n".join(texts), language)
+    try:
+        budget = output_budget(backend, messages, notes_budget(backend, cfg))
+        return backend.chat(messages, max_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p)
+    except ContextExceeded:
+        halves = _halves(texts)
+        if halves is None:
+            raise
+    first, second = (partial_notes(backend, half, language, cfg) for half in halves)
+    return Completion(
+        text=f"{first.text.strip()}\n{second.text.strip()}",
+        finish_reason="length" if "length" in (first.finish_reason, second.finish_reason) else "stop",
+        prompt_tokens=(first.prompt_tokens or 0) + (second.prompt_tokens or 0),
+        completion_tokens=(first.completion_tokens or 0) + (second.completion_tokens or 0),
+    )
+
+
+def _halves(texts: list[str]) -> tuple[list[str], list[str]] | None:
+    """Two halves of a list of texts, or of its only text (between words); None if one word."""
+    if len(texts) > 1:
+        middle = len(texts) // 2
+        return texts[:middle], texts[middle:]
+    words = texts[0].split(" ") if texts else []
+    if len(words) < 2:
+        return None
+    middle = len(words) // 2
+    return [" ".join(words[:middle])], [" ".join(words[middle:])]

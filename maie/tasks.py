@@ -20,11 +20,19 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
 from maie.backends import get_backend
-from maie.canvas import two_level_canvas
+from maie.canvas import notes_canvas
 from maie.celery import RESULT_EXPIRES, app, startup_settings
 from maie.enhance import SYSTEM_PROMPT as ENHANCE_PROMPT
 from maie.enhance import enhance_chunk_text
-from maie.errors import BackendUnavailable, InputError, JobCancelled, JobFailed, MaieError, WorkerLost
+from maie.errors import (
+    BackendUnavailable,
+    ContextExceeded,
+    InputError,
+    JobCancelled,
+    JobFailed,
+    MaieError,
+    WorkerLost,
+)
 from maie.result import JobError, JobResult, StageMetrics, build_result, version_of
 from maie.settings import Settings
 from maie.store import JobStore
@@ -145,35 +153,43 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}
 
 
+# Levels of notes a summary may take before MAIE gives up: each level shrinks the text several
+# times over, so eight cover any transcript under the input size limit with a context of 1k tokens.
+MAX_SUMMARY_LEVELS = 8
+# After the server refused a request MAIE's count said would fit, plans use this much less context.
+CONTEXT_BACKOFF = 0.75
+
+
 @app.task(bind=True, base=MaieTask, name="maie.summarize", stage="summary")
 def summarize(
-    self: MaieTask, _header: Any = None, *, job_id: str, from_partials: bool = False
+    self: MaieTask, _header: Any = None, *, job_id: str, level: int = 0, from_partials: bool = False
 ) -> dict[str, Any]:
-    """Chord body: the summary of the job's text, or of its partial notes for long transcripts."""
+    """Chord body: the summary of the job's text (level 0), or of the notes of `level`.
+
+    When the text does not fit the summary model's context in one call, the task replaces itself
+    with one more level of notes (a canvas step, visible in Flower) and runs again on those."""
+    level = max(level, 1 if from_partials else 0)  # from_partials: messages queued by earlier releases
     _check_cancelled(job_id)
-    _count_delivery(self, job_id, "summary of notes" if from_partials else "summary")
+    _count_delivery(self, job_id, f"summary of level {level}" if level else "summary")
     s = settings()
     st = store()
     meta = st.meta(job_id)
     template = load_template(meta["template_id"], s.templates_dir)
     result = build_result(st, job_id, meta)  # checks every chunk is there, in order
     backend = get_backend("summary", s)
-    if from_partials:
-        partials = st.partials(job_id)
-        if sorted(partials) != list(range(len(partials))) or not partials:
-            raise JobFailed(f"partial notes missing: have groups {sorted(partials)}")
-        text = "\n\n".join(partials[g]["text"] for g in range(len(partials)))
-    else:
-        texts = _chunk_texts(st, job_id, meta)
-        text = "\n".join(texts)
-        if not fits_in_one_call(backend, template, text, s.llm_sum):
-            # Too long for one call: notes per group of chunks, then the summary of the notes.
-            groups = plan_groups(texts, backend, s.llm_sum, template.language)
-            log.info("transcript exceeds the summary context: two levels, %d groups", len(groups))
-            st.set_meta(job_id, summary_groups=len(groups))
-            raise self.replace(two_level_canvas(self.app, job_id, groups))
+    texts = _level_texts(st, job_id, meta, level)
+    text = ("\n\n" if level else "\n").join(texts)
+    scale = float(meta.get("context_scale", 1.0))
+    if not fits_in_one_call(backend, template, text, s.llm_sum, scale):
+        _next_level(self, st, job_id, meta, texts, level, scale, template.language)
     try:
         outcome = summarize_text(backend, template, text, s.llm_sum)
+    except ContextExceeded as exc:
+        # The server counted more tokens than MAIE did: plan again with less of the context.
+        log.warning("summary of level %d refused as too long (%s): planning with less context", level, exc)
+        scale *= CONTEXT_BACKOFF
+        st.set_meta(job_id, context_scale=scale)
+        _next_level(self, st, job_id, meta, texts, level, scale, template.language)
     except BackendUnavailable as exc:
         _retry_or_raise(self, exc, "summary")
         raise
@@ -181,7 +197,7 @@ def summarize(
     result.versions["summary"] = version_of(
         backend, prompt=template.prompt_source, schema_sha256=template.schema_sha256
     )
-    partial_stats = list(st.partials(job_id).values()) if from_partials else []
+    partial_stats = list(st.partials(job_id).values()) if level else []
     result.metrics["summary"] = StageMetrics(
         wall_seconds=round(outcome.seconds + sum(p["seconds"] for p in partial_stats), 4),
         prompt_tokens=outcome.prompt_tokens + sum(p["prompt_tokens"] for p in partial_stats),
@@ -189,13 +205,48 @@ def summarize(
         chunks=meta["n_chunks"],
     )
     st.put_result(job_id, result.model_dump_json())
-    log.info(
-        "summary done: template=%s attempts=%d levels=%d",
-        template.id,
-        outcome.attempts,
-        2 if from_partials else 1,
-    )
+    log.info("summary done: template=%s attempts=%d levels=%d", template.id, outcome.attempts, level + 1)
     return _receipt(result)
+
+
+def _next_level(
+    task: MaieTask,
+    st: JobStore,
+    job_id: str,
+    meta: dict[str, Any],
+    texts: list[str],
+    level: int,
+    scale: float,
+    language: str,
+) -> None:
+    """Replace the summary task with notes on groups of `texts`, then the summary of those notes."""
+    s = settings()
+    backend = get_backend("summary", s)
+    groups = plan_groups(texts, backend, s.llm_sum, language, scale)
+    if level + 1 > MAX_SUMMARY_LEVELS or (level and len(groups) >= len(texts)):
+        raise JobFailed(
+            f"the notes of level {level} ({len(texts)} parts) still do not fit the summary model's "
+            f"context of {backend.max_model_len} tokens; raise LLM_SUM__MAX_MODEL_LEN on the summary "
+            "server or lower LLM_SUM__MAX_TOKENS"
+        )
+    log.info(
+        "level %d text exceeds the summary context (%d tokens): notes on %d groups",
+        level,
+        backend.max_model_len,
+        len(groups),
+    )
+    st.set_meta(job_id, summary_levels=level + 1)
+    raise task.replace(notes_canvas(task.app, job_id, level + 1, groups))
+
+
+def _level_texts(st: JobStore, job_id: str, meta: dict[str, Any], level: int) -> list[str]:
+    """What level `level` summarises: the chunk texts (0), or the notes of that level in order."""
+    if level == 0:
+        return _chunk_texts(st, job_id, meta)
+    notes = st.partials(job_id, level)
+    if not notes or sorted(notes) != list(range(len(notes))):
+        raise JobFailed(f"notes of level {level} missing: have groups {sorted(notes)}")
+    return [notes[g]["text"] for g in range(len(notes))]
 
 
 def _receipt(result: JobResult) -> dict[str, Any]:
@@ -220,24 +271,27 @@ def _chunk_texts(st: JobStore, job_id: str, meta: dict[str, Any]) -> list[str]:
 
 
 @app.task(bind=True, base=MaieTask, name="maie.partial_notes", stage="summary")
-def partial_notes_task(self: MaieTask, *, job_id: str, group: int, start: int, end: int) -> dict[str, Any]:
-    """Notes of chunks [start, end) of a long transcript, stored under (job, group)."""
+def partial_notes_task(
+    self: MaieTask, *, job_id: str, group: int, start: int, end: int, level: int = 1
+) -> dict[str, Any]:
+    """Notes of parts [start, end) of the level below (chunks for level 1), stored under
+    (job, level, group)."""
     _check_cancelled(job_id)
-    _count_delivery(self, job_id, f"notes {group}")
+    _count_delivery(self, job_id, f"notes {level}-{group}")
     s = settings()
     st = store()
     meta = st.meta(job_id)
     template = load_template(meta["template_id"], s.templates_dir)
-    texts = _chunk_texts(st, job_id, meta)
+    texts = _level_texts(st, job_id, meta, level - 1)
     backend = get_backend("summary", s)
     started = time.monotonic()
     try:
-        reply = partial_notes(backend, "\n".join(texts[start:end]), template.language, s.llm_sum)
+        reply = partial_notes(backend, texts[start:end], template.language, s.llm_sum)
     except BackendUnavailable as exc:
-        _retry_or_raise(self, exc, f"notes of chunks {start}-{end - 1}")
+        _retry_or_raise(self, exc, f"notes of level {level} parts {start}-{end - 1}")
         raise
     if reply.finish_reason == "length":
-        log.warning("notes of chunks %d-%d reached their token budget", start, end - 1)
+        log.warning("notes of level %d parts %d-%d reached their token budget", level, start, end - 1)
     record = {
         "text": reply.text.strip(),
         "start": start,
@@ -247,8 +301,8 @@ def partial_notes_task(self: MaieTask, *, job_id: str, group: int, start: int, e
         "completion_tokens": reply.completion_tokens or 0,
         "seconds": round(time.monotonic() - started, 4),
     }
-    st.put_partial(job_id, group, record)
-    return {"group": group, "start": start, "end": end, "truncated": record["truncated"]}
+    st.put_partial(job_id, level, group, record)
+    return {"level": level, "group": group, "start": start, "end": end, "truncated": record["truncated"]}
 
 
 @app.task(bind=True, base=MaieTask, name="maie.assemble", stage="enhance")

@@ -44,6 +44,15 @@ Endpoints
 
 ``POST /v1/completions`` answers ``"ok"`` (for one-token health checks), honouring ``max_tokens``.
 
+Context length, as vLLM enforces it: a generation request whose prompt plus ``max_tokens`` exceeds
+``--max-model-len`` is refused with HTTP 400 and vLLM's own message ("This model's maximum context
+length is N tokens. ..."). Here prompt tokens are counted independently of any client's estimate:
+``ceil(characters / 3.5)`` of the prompt rendered through a ChatML-style template, 3.5 being the
+fewest characters per token measured with a real tokenizer on meeting transcripts (a worst case).
+``POST /tokenize`` (no ``/v1``, as vLLM) answers ``{"count", "max_model_len", "tokens"}`` for a
+``prompt`` or ``messages`` with that same count. ``--no-tokenize`` removes the route (404) and
+``--no-context-report`` leaves ``max_model_len`` out of ``/v1/models``, like other servers.
+
 Control API (no auth, not logged, never faulted)
 ------------------------------------------------
 ``GET /_log`` returns the request log: one entry per API request with ``seq``, ``time``,
@@ -120,6 +129,9 @@ __all__ = [
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 MODELS_PATH = "/v1/models"
+TOKENIZE_PATH = "/tokenize"
+# The fewest characters per token a real (Qwen-style BPE) tokenizer gave on meeting transcripts.
+CHARS_PER_TOKEN = 3.5
 GENERATION_PATHS = frozenset({CHAT_PATH, COMPLETIONS_PATH})
 FAULT_KINDS = frozenset(
     {"status", "delay", "hang", "drop", "malformed_json", "invalid_schema", "length", "rewrite"}
@@ -142,6 +154,21 @@ _FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing"
 def count_words(text: str) -> int:
     """The fake's token count: whitespace-separated words."""
     return len(text.split())
+
+
+def count_tokens(text: str) -> int:
+    """The fake's *context* count: ceil(characters / 3.5), a worst case for clients' estimates."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def chat_prompt(messages: Sequence[Any]) -> str:
+    """Messages rendered the way a ChatML chat template does, generation prompt included."""
+    parts = [
+        f"<|im_start|>{m.get('role', 'user')}\n{_content_text(m.get('content'))}<|im_end|>\n"
+        for m in messages
+        if isinstance(m, dict)
+    ]
+    return "".join(parts) + "<|im_start|>assistant\n"
 
 
 def notes(prompt: str) -> str:
@@ -458,6 +485,13 @@ class _Call:
             elif isinstance(body.get("guided_json"), dict):
                 call.response_format = {"type": "json_schema"}
                 call.schema = body["guided_json"]
+        elif path == TOKENIZE_PATH:
+            if isinstance(body.get("messages"), list):
+                call.messages = body["messages"]
+            elif isinstance(body.get("prompt"), str):
+                call.prompt = body["prompt"]
+            else:
+                call.error = "either 'prompt' (a string) or 'messages' (a list) is required"
         elif path == COMPLETIONS_PATH:
             prompt = body.get("prompt")
             if isinstance(prompt, list):
@@ -496,6 +530,13 @@ class _Call:
         return "\n".join(
             _content_text(m.get("content")) for m in self.messages or () if isinstance(m, dict)
         )
+
+    @property
+    def context_tokens(self) -> int:
+        """Prompt tokens as the server counts them against its context."""
+        if self.messages is not None:
+            return count_tokens(chat_prompt(self.messages))
+        return count_tokens(self.prompt or "")
 
     @property
     def last_user_text(self) -> str:
@@ -782,7 +823,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", MODELS_PATH),
             ("POST", CHAT_PATH),
             ("POST", COMPLETIONS_PATH),
-        ):
+        ) or ((method, path) == ("POST", TOKENIZE_PATH) and fake.tokenize):
             self._api(_Call.parse(method, path, raw))
         elif path in (MODELS_PATH, CHAT_PATH, COMPLETIONS_PATH, "/health", "/metrics"):
             self._send(405, _error_body(405, f"{method} is not allowed on {path}"))
@@ -839,6 +880,14 @@ class _Handler(BaseHTTPRequestHandler):
         rule = fake._pick_fault(call)
         kind = rule.kind if rule is not None else None
         outcome.fault = kind
+        if call.path == TOKENIZE_PATH:
+            outcome.status = 200
+            n = call.context_tokens
+            return 200, {"count": n, "max_model_len": fake.max_model_len, "tokens": list(range(n))}
+        if call.path in GENERATION_PATHS:
+            refused = fake.context_error(call)
+            if refused is not None:
+                return _failure(400, refused, outcome)
         if rule is not None and kind == "status":
             message = f"injected fault: HTTP {rule.status} ({_phrase(rule.status)})"
             return _failure(rule.status, message, outcome)
@@ -874,12 +923,16 @@ class FakeOpenAIServer:
         api_key: str | None = None,
         request_log: str | Path | None = None,
         max_model_len: int = 4096,
+        report_context: bool = True,
+        tokenize: bool = True,
     ) -> None:
         self.host = host
         self.name = name
         self.model = model
         self.api_key = api_key
         self.max_model_len = max_model_len
+        self.report_context = report_context
+        self.tokenize = tokenize
         self._requested_port = port
         self._request_log = Path(request_log) if request_log is not None else None
         self._lock = threading.Lock()
@@ -1105,19 +1158,34 @@ class FakeOpenAIServer:
     # -- replies
 
     def models_body(self) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": self.model,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "fake",
-                    "root": self.model,
-                    "max_model_len": self.max_model_len,  # vLLM reports it; clients may read it
-                }
-            ],
+        model: dict[str, Any] = {
+            "id": self.model,
+            "object": "model",
+            "created": 0,
+            "owned_by": "fake",
+            "root": self.model,
         }
+        if self.report_context:
+            model["max_model_len"] = self.max_model_len  # vLLM reports it; clients may read it
+        return {"object": "list", "data": [model]}
+
+    def context_error(self, call: _Call) -> str | None:
+        """vLLM's 400 message when prompt plus max_tokens exceed the context, else None."""
+        limit = self.max_model_len
+        wanted = call.max_tokens
+        if isinstance(wanted, int) and wanted > limit:
+            return (
+                f"max_tokens={wanted} cannot be greater than max_model_len={limit}. "
+                "Please request fewer output tokens."
+            )
+        prompt = call.context_tokens
+        if prompt + (wanted if isinstance(wanted, int) else 0) > limit or prompt >= limit:
+            return (
+                f"This model's maximum context length is {limit} tokens. However, your prompt "
+                f"contains {prompt} input tokens, which exceeds this limit even without any output "
+                "tokens. Please reduce the length of the input prompt."
+            )
+        return None
 
     def reply(self, call: _Call, fault: str | None, outcome: _Outcome) -> dict[str, Any]:
         """The completion body for a generation request, with any content fault applied."""
@@ -1239,6 +1307,8 @@ class FakeServerProcess:
         api_key: str | None = None,
         request_log: str | Path | None = None,
         max_model_len: int | None = None,
+        report_context: bool = True,
+        tokenize: bool = True,
         startup_timeout: float = 30.0,
     ) -> None:
         self.host = host
@@ -1247,6 +1317,8 @@ class FakeServerProcess:
         self.api_key = api_key
         self.request_log = request_log
         self.max_model_len = max_model_len
+        self.report_context = report_context
+        self.tokenize = tokenize
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[str] | None = None
         self._port: int | None = None
@@ -1263,6 +1335,10 @@ class FakeServerProcess:
         for flag, value in options.items():
             if value is not None:
                 cmd += [flag, str(value)]
+        if not self.report_context:
+            cmd.append("--no-context-report")
+        if not self.tokenize:
+            cmd.append("--no-tokenize")
         return cmd
 
     def start(self) -> Self:
@@ -1371,6 +1447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--request-log", default=None, help="append each request as a JSON line")
     parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--no-context-report", action="store_true", help="no max_model_len in /v1/models")
+    parser.add_argument("--no-tokenize", action="store_true", help="no POST /tokenize route")
     args = parser.parse_args(argv)
     server = FakeOpenAIServer(
         args.host,
@@ -1380,6 +1458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=args.api_key,
         request_log=args.request_log,
         max_model_len=args.max_model_len,
+        report_context=not args.no_context_report,
+        tokenize=not args.no_tokenize,
     )
     done = threading.Event()
 

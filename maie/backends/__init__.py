@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 
 from maie.backends.base import Completion, LLMBackend, Message
-from maie.errors import ConfigError
+from maie.errors import BackendUnavailable, ConfigError
 from maie.settings import Settings, Task
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "get_backend",
     "bound_queues",
     "reset_backends",
+    "discover_backends",
 ]
 
 log = logging.getLogger("maie.llm")
@@ -42,7 +43,11 @@ def build_backend(task: Task, settings: Settings) -> LLMBackend:
         return LocalVllmBackend(task, settings.task_settings(task))
     from maie.backends.openai_server import OpenAIServerBackend
 
-    return OpenAIServerBackend(settings.endpoint(task), settings.llm_server.request_timeout_seconds)
+    return OpenAIServerBackend(
+        settings.endpoint(task),
+        settings.llm_server.request_timeout_seconds,
+        fallback_context=settings.task_settings(task).max_model_len,
+    )
 
 
 def bind_queues(queues: Iterable[str]) -> None:
@@ -92,6 +97,19 @@ def get_backend(task: Task, settings: Settings) -> LLMBackend:
                 bound_model,
             )
     return backend
+
+
+def discover_backends(tasks: Iterable[Task], settings: Settings) -> None:
+    """At worker start-up: bind each task's backend and learn its model and context now.
+
+    A configured model the endpoint does not serve raises ConfigError (the worker must not start);
+    an endpoint that cannot be reached yet is only logged: it is asked again on first use."""
+    for task in tasks:
+        backend = get_backend(task, settings)
+        try:
+            backend.discover()
+        except BackendUnavailable as exc:
+            log.warning("LLM %s endpoint not reachable at start-up (asked again on first use): %s", task, exc)
 
 
 def reset_backends() -> None:

@@ -51,8 +51,13 @@ class LLMBackend(Protocol):
         ...
 
     @property
-    def max_model_len(self) -> int | None:
-        """The model's context length in tokens, when known."""
+    def max_model_len(self) -> int:
+        """The model's context length in tokens: what the engine or server says, else the setting."""
+        ...
+
+    def discover(self) -> None:
+        """Learn the model and its context now (start-up). Raises ConfigError when the configured
+        model is not there, BackendUnavailable when the LLM cannot be reached yet."""
         ...
 
     def chat(
@@ -69,7 +74,8 @@ class LLMBackend(Protocol):
         ...
 
     def count_tokens(self, text: str) -> int | None:
-        """Tokens of `text` with the model's own tokenizer, or None when it is not at hand."""
+        """Tokens of `text` counted exactly (the model's tokenizer, or the server's `/tokenize`),
+        or None when no exact count is at hand and the caller must estimate."""
         ...
 
     def close(self) -> None: ...

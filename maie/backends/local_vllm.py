@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maie.backends.base import Completion, Message
-from maie.errors import BackendRejected, BackendUnavailable, ConfigError
+from maie.errors import BackendRejected, BackendUnavailable, ConfigError, ContextExceeded
 from maie.settings import LlmTaskSettings
 
 # Constrained JSON without free whitespace: otherwise xgrammar lets a small model loop on whitespace
@@ -87,6 +87,9 @@ class LocalVllmBackend:
     def max_model_len(self) -> int:
         return int(self._llm.llm_engine.model_config.max_model_len)
 
+    def discover(self) -> None:
+        """Nothing to ask: the engine's own configuration is the truth once it is loaded."""
+
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
@@ -106,7 +109,7 @@ class LocalVllmBackend:
         limit = self.max_model_len
         room = limit - len(prompt_ids)
         if room < 1:
-            raise BackendRejected(
+            raise ContextExceeded(
                 f"prompt of {len(prompt_ids)} tokens leaves no room for a reply in the "
                 f"{limit}-token context of {self.model} ({self.task})"
             )

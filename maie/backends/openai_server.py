@@ -2,11 +2,19 @@
 
 The client never retries (`max_retries=0`): Celery owns retries, with backoff, so that a slow or dead
 server is not hammered by two retry loops at once. Every `openai` exception is translated here.
+
+The context length is learnt from the server, whatever the model is called: `/v1/models` is asked
+once (`discover()`, at worker start-up or on first use when the server was down then) and gives the
+configured model's `max_model_len`; a model name the server does not serve is a configuration error.
+A server that does not report the context falls back to the task's `LLM_*__MAX_MODEL_LEN`. Tokens are
+counted exactly by vLLM's `POST /tokenize` (the base URL without `/v1`); a server without that route
+leaves callers to estimate, with a margin.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -14,12 +22,17 @@ from typing import Any
 import openai
 
 from maie.backends.base import Completion, Message
-from maie.errors import BackendRejected, BackendUnavailable, ConfigError, MaieError
+from maie.errors import BackendRejected, BackendUnavailable, ConfigError, ContextExceeded, MaieError
 from maie.settings import Endpoint
 
 __all__ = ["OpenAIServerBackend", "translate_openai_error"]
 
 log = logging.getLogger(__name__)
+
+# How vLLM (and OpenAI) word a request that does not fit the context; matched on a 400's message.
+_CONTEXT_MESSAGE = re.compile(
+    r"maximum context length|context length|max_model_len|too many tokens|prompt is too long", re.I
+)
 
 
 def translate_openai_error(exc: Exception, endpoint: str) -> MaieError:
@@ -40,6 +53,8 @@ def translate_openai_error(exc: Exception, endpoint: str) -> MaieError:
     if isinstance(exc, openai.InternalServerError):
         return BackendUnavailable(f"{endpoint} failed (HTTP {exc.status_code}): {_short(exc)}")
     if isinstance(exc, openai.APIStatusError):
+        if exc.status_code in (400, 413) and _CONTEXT_MESSAGE.search(_short(exc)):
+            return ContextExceeded(f"{endpoint}: the request does not fit the context: {_short(exc)}")
         if exc.status_code in (408, 409) or exc.status_code >= 500:
             return BackendUnavailable(f"{endpoint} failed (HTTP {exc.status_code}): {_short(exc)}")
         return BackendRejected(f"{endpoint} rejected the request (HTTP {exc.status_code}): {_short(exc)}")
@@ -56,12 +71,15 @@ class OpenAIServerBackend:
 
     kind = "vllm_server"
 
-    def __init__(self, endpoint: Endpoint, timeout_seconds: float) -> None:
+    def __init__(self, endpoint: Endpoint, timeout_seconds: float, fallback_context: int) -> None:
         self.task = endpoint.task
         self.endpoint = endpoint.base_url
         self._model = endpoint.model_name
+        self._fallback_context = fallback_context
         self._lock = threading.Lock()
-        self._max_model_len: int | None = None
+        self._discovered = False
+        self._max_model_len = fallback_context
+        self._tokenize_url: str | None = re.sub(r"/v1/?$", "", endpoint.base_url.rstrip("/")) + "/tokenize"
         key = endpoint.api_key.get_secret_value() if endpoint.api_key else "EMPTY"
         self._client = openai.OpenAI(
             base_url=endpoint.base_url, api_key=key, max_retries=0, timeout=timeout_seconds
@@ -69,42 +87,65 @@ class OpenAIServerBackend:
 
     @property
     def model(self) -> str:
-        """The configured model name, or the one model the server serves (asked once)."""
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._discover()
+        """The configured model name, or the one model the server serves."""
+        self.discover()
         assert self._model is not None
         return self._model
 
     @property
-    def max_model_len(self) -> int | None:
-        if self._model is None:
-            _ = self.model
+    def max_model_len(self) -> int:
+        """The served model's context as the server reports it, else `LLM_*__MAX_MODEL_LEN`."""
+        self.discover()
         return self._max_model_len
 
-    def _discover(self) -> None:
+    def discover(self) -> None:
+        """Ask `/v1/models` once: the model to use and its context length.
+
+        Raises ConfigError when a configured model name is not served there, and BackendUnavailable
+        while the server cannot be reached (the next call asks again)."""
+        if self._discovered:
+            return
+        with self._lock:
+            if self._discovered:
+                return
+            models = self._list()
+            if not models:
+                raise ConfigError(f"{self.endpoint} serves no model")
+            if self._model is None:
+                self._model = models[0].id
+            chosen = next((m for m in models if m.id == self._model), None)
+            if chosen is None:
+                served = ", ".join(m.id for m in models)
+                setting = f"LLM_SERVER__{self.task.upper()}_MODEL_NAME"
+                raise ConfigError(
+                    f"model {self._model!r} is not served by {self.endpoint} (it serves: {served}); "
+                    f"check {setting}"
+                )
+            value = (chosen.model_extra or {}).get("max_model_len")
+            if isinstance(value, int) and value > 0:
+                self._max_model_len = value
+                source = "reported by the server"
+            else:
+                prefix = "LLM_ENHANCE" if self.task == "enhance" else "LLM_SUM"
+                source = f"not reported by the server: {prefix}__MAX_MODEL_LEN"
+            log.info(
+                "LLM %s endpoint %s: model=%s max_model_len=%d (%s)",
+                self.task,
+                self.endpoint,
+                self._model,
+                self._max_model_len,
+                source,
+            )
+            self._discovered = True
+
+    def _list(self) -> list[Any]:
         try:
-            models = self._client.models.list().data
+            return list(self._client.models.list().data)
         except openai.OpenAIError as exc:
             raise translate_openai_error(exc, self.endpoint) from None
-        if not models:
-            raise ConfigError(f"{self.endpoint} serves no model")
-        chosen = models[0]
-        if self._model is None:
-            self._model = chosen.id
-        for m in models:
-            if m.id == self._model:
-                # vLLM reports the context length of each served model.
-                extra = m.model_extra or {}
-                value = extra.get("max_model_len")
-                self._max_model_len = int(value) if isinstance(value, int) else None
 
     def list_models(self) -> list[str]:
-        try:
-            return [m.id for m in self._client.models.list().data]
-        except openai.OpenAIError as exc:
-            raise translate_openai_error(exc, self.endpoint) from None
+        return [m.id for m in self._list()]
 
     def chat(
         self,
@@ -147,7 +188,27 @@ class OpenAIServerBackend:
         )
 
     def count_tokens(self, text: str) -> int | None:
-        return None  # the server's tokenizer is not at hand; callers use the approximation
+        """The server's exact count (vLLM's `POST /tokenize`), or None where it has no such route."""
+        url = self._tokenize_url
+        if url is None or not text:
+            return 0 if not text else None
+        body = {"model": self.model, "prompt": text, "add_special_tokens": False}
+        try:
+            reply = self._client.post(url, cast_to=object, body=body)
+        except (openai.NotFoundError, openai.APIStatusError) as exc:
+            if isinstance(exc, openai.NotFoundError) or exc.status_code in (400, 405, 501):
+                # Not vLLM (or a proxy in front of it): estimate from now on, with a margin.
+                log.warning("LLM %s endpoint %s has no usable /tokenize: estimating tokens", self.task, url)
+                self._tokenize_url = None
+                return None
+            raise translate_openai_error(exc, self.endpoint) from None
+        except openai.OpenAIError as exc:
+            raise translate_openai_error(exc, self.endpoint) from None
+        count = reply.get("count") if isinstance(reply, dict) else None
+        if not isinstance(count, int):
+            self._tokenize_url = None
+            return None
+        return count
 
     def close(self) -> None:
         self._client.close()

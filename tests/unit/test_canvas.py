@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery.canvas import _chord, group
 
-from maie.canvas import chunk_task_id, job_canvas, two_level_canvas
+from maie.canvas import chunk_task_id, job_canvas, notes_canvas
 from maie.celery import TASK_ROUTES, app
 
 
@@ -41,16 +41,19 @@ def test_arguments_carry_ids_only() -> None:
         assert set(sig.kwargs) <= {"job_id", "index"} and sig.args == ()
 
 
-def test_two_level_plan_notes_on_summary_queue_then_final_summary() -> None:
-    canvas = two_level_canvas(app, "job5", [(0, 3), (3, 7), (7, 9)])
+def test_notes_level_on_summary_queue_then_summary_of_that_level() -> None:
+    canvas = notes_canvas(app, "job5", 2, [(0, 3), (3, 7), (7, 9)])
     assert isinstance(canvas, _chord) and isinstance(canvas.tasks, group | tuple | list)
     header = list(canvas.tasks)
     assert [t.task for t in header] == ["maie.partial_notes"] * 3
     assert [(t.kwargs["start"], t.kwargs["end"]) for t in header] == [(0, 3), (3, 7), (7, 9)]
     assert [t.kwargs["group"] for t in header] == [0, 1, 2]
+    assert {t.kwargs["level"] for t in header} == {2}
+    assert [t.options["task_id"] for t in header] == [f"job5-notes-2-{g}" for g in range(3)]
     assert queue_of("maie.partial_notes") == "summary"
     assert canvas.body.task == "maie.summarize"
-    assert canvas.body.kwargs == {"job_id": "job5", "from_partials": True}
+    assert canvas.body.kwargs == {"job_id": "job5", "level": 2}
+    assert canvas.body.options["task_id"] == "job5-summary-2"
 
 
 def test_every_task_is_routed() -> None:

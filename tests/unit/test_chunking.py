@@ -120,13 +120,24 @@ def test_pieces_without_both_times_keep_the_ends() -> None:
     assert [(p.start, p.end) for p in pieces] == [(3.0, None), (None, None), (None, None)]
 
 
-def test_a_word_over_the_budget_is_its_own_chunk() -> None:
+def test_a_word_over_the_budget_is_cut_between_characters_in_order() -> None:
     long_word = "x" * 200
     segments = [Segment(f"short {long_word} tail", "Spk")]
     chunks = chunk_segments(segments, 5)
-    texts = [c.text for c in chunks]
-    assert f"Spk: {long_word}" in texts
-    assert_invariants(segments, chunks, 5, approx_token_count)
+    assert all(c.tokens <= 5 for c in chunks), [c.text for c in chunks]
+    words = [w for c in chunks for seg in c.segments for w in seg.text.split()]
+    assert words[0] == "short" and words[-1] == "tail"
+    assert "".join(words[1:-1]) == long_word
+    assert all(seg.speaker == "Spk" for c in chunks for seg in c.segments)
+
+
+@pytest.mark.parametrize("speaker", [None, "Speaker A"])
+def test_a_200000_character_line_without_spaces_is_split_within_budget(speaker: str | None) -> None:
+    text = "".join(chr(ord("a") + i % 26) for i in range(200_000))
+    chunks = chunk_segments([Segment(text, speaker)], 512)
+    assert len(chunks) >= 200_000 // 4 // 512  # about 98: 4 bytes a token
+    assert all(c.tokens <= 512 for c in chunks)
+    assert "".join(seg.text for c in chunks for seg in c.segments) == text
 
 
 def test_vietnamese_text_is_cut_at_sentences_with_speakers() -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
 
 import pytest
+from scripted_backend import ScriptedBackend, reply
 
-from maie.backends.base import Completion, Message
 from maie.enhance import build_messages, enhance_chunk_text, speaker_labels, word_edit_rate
 from maie.errors import BackendRejected
 from maie.settings import LlmTaskSettings
@@ -16,42 +14,9 @@ from maie.summary import build_messages as build_summary_messages
 from maie.summary import summarize_text
 from maie.templates import load_template
 
-
-class ScriptedBackend:
-    """Answers each chat call with the next scripted reply and records the calls."""
-
-    kind = "scripted"
-    task = "test"
-    endpoint = "scripted://"
-    model = "scripted"
-
-    def __init__(self, replies: list[Completion], max_model_len: int | None = None) -> None:
-        self.replies = list(replies)
-        self.calls: list[dict[str, Any]] = []
-        self._max_model_len = max_model_len
-
-    @property
-    def max_model_len(self) -> int | None:
-        return self._max_model_len
-
-    def chat(self, messages: Sequence[Message], **kwargs: Any) -> Completion:
-        self.calls.append({"messages": list(messages), **kwargs})
-        return self.replies.pop(0)
-
-    def count_tokens(self, text: str) -> int | None:
-        return len(text.split())
-
-    def close(self) -> None:
-        pass
-
-
 CFG = LlmTaskSettings(temperature=0.3)
 RAW = "Anna: so we agree the budget is ten thousand\nBen: yes and we ship in may"
 GOOD = "Anna: So we agree, the budget is ten thousand.\nBen: Yes, and we ship in May."
-
-
-def reply(text: str, finish: str = "stop") -> Completion:
-    return Completion(text, finish, 10, 10)
 
 
 def test_edit_rate_ignores_punctuation_and_case() -> None:
