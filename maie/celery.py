@@ -177,8 +177,8 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
         # Learn each endpoint's model and context now; a model it does not serve stops the worker.
         discover_backends(tasks, startup_settings)
     except ConfigError as exc:
-        log.error("%s", exc)
-        sys.stderr.write(f"maie: configuration error: {exc}\n")
+        # One line (stderr is the log here), then exit 2 like any configuration error.
+        log.error("maie: configuration error: %s", exc)
         raise SystemExit(2) from None
 
 
