@@ -355,7 +355,7 @@ def config_check() -> None:
             backend.chat([{"role": "user", "content": "ping"}], max_tokens=1, temperature=0.0)
             out.print(
                 f"{task}: ok {ep.base_url} serves {', '.join(served)}; model "
-                f"{backend.model}; one-token completion in "
+                f"{backend.model}, context {backend.max_model_len} tokens; one-token completion in "
                 f"{(time.monotonic() - started) * 1000:.0f} ms",
                 markup=False,
             )

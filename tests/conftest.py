@@ -254,6 +254,20 @@ def load_jsonl(name: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def meeting_of(words: int) -> str:
+    """A transcript of about `words` words: whole turns of the shared AMI meetings, in order, the
+    meetings repeated as often as needed (1-3 hour meetings run 8,000-30,000 words)."""
+    turns = [
+        line for item in load_jsonl("summary_dev.jsonl") for line in str(item["transcript"]).splitlines()
+    ]
+    out: list[str] = []
+    count = 0
+    while count < words:
+        out.append(turns[len(out) % len(turns)])
+        count += len(out[-1].split())
+    return "\n".join(out)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2 model with a ChatML template, built once per session (seconds)."""

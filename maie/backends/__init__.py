@@ -102,14 +102,19 @@ def get_backend(task: Task, settings: Settings) -> LLMBackend:
 def discover_backends(tasks: Iterable[Task], settings: Settings) -> None:
     """At worker start-up: bind each task's backend and learn its model and context now.
 
-    A configured model the endpoint does not serve raises ConfigError (the worker must not start);
-    an endpoint that cannot be reached yet is only logged: it is asked again on first use."""
+    A configured model the endpoint does not serve raises ModelNotServed (the worker must not
+    start: no job could ever run). Anything else is logged and asked again on first use: a server
+    still loading its model, or a key being rotated, must not keep the pool down."""
+    from maie.backends.openai_server import ModelNotServed
+
     for task in tasks:
         backend = get_backend(task, settings)
         try:
             backend.discover()
-        except BackendUnavailable as exc:
-            log.warning("LLM %s endpoint not reachable at start-up (asked again on first use): %s", task, exc)
+        except ModelNotServed:
+            raise
+        except (BackendUnavailable, ConfigError) as exc:
+            log.warning("LLM %s endpoint not usable at start-up (asked again on first use): %s", task, exc)
 
 
 def reset_backends() -> None:

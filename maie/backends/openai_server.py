@@ -25,9 +25,13 @@ from maie.backends.base import Completion, Message
 from maie.errors import BackendRejected, BackendUnavailable, ConfigError, ContextExceeded, MaieError
 from maie.settings import Endpoint
 
-__all__ = ["OpenAIServerBackend", "translate_openai_error"]
+__all__ = ["OpenAIServerBackend", "ModelNotServed", "translate_openai_error"]
 
 log = logging.getLogger(__name__)
+
+class ModelNotServed(ConfigError):
+    """The configured model name is not among those the endpoint serves: no request can work."""
+
 
 # How vLLM (and OpenAI) word a request that does not fit the context; matched on a 400's message.
 _CONTEXT_MESSAGE = re.compile(
@@ -101,8 +105,9 @@ class OpenAIServerBackend:
     def discover(self) -> None:
         """Ask `/v1/models` once: the model to use and its context length.
 
-        Raises ConfigError when a configured model name is not served there, and BackendUnavailable
-        while the server cannot be reached (the next call asks again)."""
+        Raises ModelNotServed when a configured model name is not served there, ConfigError when
+        the key is refused, and BackendUnavailable while the server cannot be reached (the next
+        call asks again)."""
         if self._discovered:
             return
         with self._lock:
@@ -117,7 +122,7 @@ class OpenAIServerBackend:
             if chosen is None:
                 served = ", ".join(m.id for m in models)
                 setting = f"LLM_SERVER__{self.task.upper()}_MODEL_NAME"
-                raise ConfigError(
+                raise ModelNotServed(
                     f"model {self._model!r} is not served by {self.endpoint} (it serves: {served}); "
                     f"check {setting}"
                 )

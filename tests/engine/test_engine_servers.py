@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,11 +15,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 import redis
-from conftest import clean_redis, start_worker
+from conftest import clean_redis, load_jsonl, start_worker
 from engine_common import TINY_SCHEMA, engine_env, run_job, templates_dir_fixture  # noqa: F401
 
-from maie import JobResult
+from maie import JobResult, submit
 from maie.settings import load_settings
+from maie.store import JobStore
 
 
 # -- vllm_server: real OpenAI-compatible vLLM servers ---------------------------------------------
@@ -171,3 +173,47 @@ def test_dual_vllm_servers_each_serve_their_own_task(
     assert 1 <= summary_calls <= 2
     assert result.versions["enhance"].base_url == enhance.base_url
     assert result.versions["summary"].base_url == summary.base_url
+
+
+def test_a_named_model_with_a_1024_token_context_summarises_four_times_that(
+    servers: dict[str, VllmServer], templates_dir: Path, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The guide's named-model configuration against a real vLLM server started with
+    --max-model-len 1024: the context is learnt from the server, prompts are counted by its
+    /tokenize, and a transcript four times the context goes through levels of notes."""
+    one = servers["enhance"]
+    items = load_jsonl("summary_dev.jsonl")
+    turns = [line for item in items for line in str(item["transcript"]).splitlines()]
+    transcript = "\n".join(turns[:400])
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://127.0.0.1:{one.port}/tokenize",
+            data=json.dumps({"model": one.name, "prompt": transcript}).encode(),
+            headers={"Content-Type": "application/json"},
+        ),
+        timeout=60,
+    ) as r:
+        tokens = json.loads(r.read())["count"]
+    assert tokens > 4 * 1024
+    clean_redis(redis_client)
+    env = engine_env(
+        templates_dir,
+        LLM_BACKEND="vllm_server",
+        LLM_SERVER__ENHANCE_BASE_URL=one.base_url,
+        LLM_SERVER__ENHANCE_MODEL_NAME=one.name,
+    )
+    workers = {q: start_worker(q, env, tmp_path, 8) for q in ("enhance", "summary")}
+    try:
+        settings = load_settings(env_file=None, templates_dir=templates_dir)
+        job = submit(transcript, template_id="tiny_notes", settings=settings)
+        result = job.wait(timeout=900)
+    finally:
+        for w in workers.values():
+            w.stop()
+    assert result.status == "SUCCESS", result.error
+    jsonschema.validate(result.summary, TINY_SCHEMA)
+    assert int(JobStore(settings.celery_result_backend, 3600).meta(job.id)["summary_levels"]) >= 1
+    assert "max_model_len=1024 (reported by the server)" in workers["summary"].log()
+    # vLLM refused nothing for its length: no 400 in its access log.
+    refused = [line for line in one.log_path.read_text().splitlines() if '" 400' in line]
+    assert not refused, refused[:3]

@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import redis
-from conftest import base_env, clean_redis, load_jsonl, start_worker
+from conftest import base_env, clean_redis, meeting_of, start_worker
 from fake_openai import FakeServerProcess
 
 from maie import submit
@@ -30,20 +30,6 @@ from maie.templates import load_template
 SIZES = (500, 10_000, 30_000)  # words: a topic segment, about an hour, about three hours
 ENHANCE_CONTEXT, SUMMARY_CONTEXT = 4096, 8192  # compose.yaml's defaults
 KEY = "sk-test-long-key"
-
-
-def meeting_of(words: int) -> str:
-    """A transcript of about `words` words, whole turns from the shared AMI meetings in order."""
-    turns = [
-        line for item in load_jsonl("summary_dev.jsonl") for line in str(item["transcript"]).splitlines()
-    ]
-    out: list[str] = []
-    count = 0
-    while count < words:
-        line = turns[len(out) % len(turns)]
-        out.append(line)
-        count += len(line.split())
-    return "\n".join(out)
 
 
 @pytest.fixture(scope="module")
