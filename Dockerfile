@@ -7,7 +7,7 @@
 # VARIANT picks the extra: gpu -> .[gpu], cpu -> .[cpu] (torch from PyTorch's CPU wheel index;
 # torchvision/torchaudio/torchcodec removed, they do not match that torch), server -> no extra.
 # The container runs scripts/start-worker.sh enhance|summary (compose.yaml sets the command).
-# MAIE is installed editable from /app: its built-in templates are read from /app/templates.
+# MAIE itself is installed as a wheel would be (not editable): the built-in templates are package data.
 FROM python:3.11-slim
 
 ARG VARIANT=gpu
@@ -17,21 +17,34 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
-
-# Dependencies first, so editing templates or scripts does not reinstall vLLM.
-COPY pyproject.toml README.md ./
-COPY maie/ maie/
+# vLLM's CPU build links the system's libnuma.so.1 (its _C.abi3.so) and compiles kernels with g++
+# when the engine starts; the other variants need neither.
 RUN set -eux; \
-    case "$VARIANT" in \
-        gpu) pip install -e ".[gpu]" ;; \
-        cpu) pip install -e ".[cpu]" --extra-index-url "$TORCH_CPU_INDEX"; \
-             pip uninstall -y torchvision torchaudio torchcodec || true ;; \
-        server) pip install -e . ;; \
-        *) echo "VARIANT must be gpu, cpu or server, not '$VARIANT'" >&2; exit 1 ;; \
-    esac
+    if [ "$VARIANT" = cpu ]; then \
+        apt-get update; \
+        apt-get install -y --no-install-recommends libnuma1 g++; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi
 
-COPY templates/ templates/
+# The heavy layer (vLLM, torch) depends on pyproject.toml only: a placeholder package lets pip
+# resolve the extra, so editing maie/, scripts or pool files never reinstalls it.
+COPY pyproject.toml README.md /src/
+RUN set -eux; \
+    mkdir -p /src/maie && touch /src/maie/__init__.py; \
+    case "$VARIANT" in \
+        gpu) pip install "/src[gpu]" ;; \
+        cpu) pip install "/src[cpu]" --extra-index-url "$TORCH_CPU_INDEX"; \
+             pip uninstall -y torchvision torchaudio torchcodec || true ;; \
+        server) pip install /src ;; \
+        *) echo "VARIANT must be gpu, cpu or server, not '$VARIANT'" >&2; exit 1 ;; \
+    esac; \
+    pip uninstall -y maie; \
+    rm -rf /src/maie /src/build /src/*.egg-info
+
+COPY maie/ /src/maie/
+RUN pip install --no-deps /src && rm -rf /src
+
+WORKDIR /app
 COPY workers/ workers/
 COPY scripts/ scripts/
 

@@ -8,9 +8,10 @@ A bundle is a directory `<templates dir>/<id>/` holding:
     example.json   a realistic summary that validates against the schema
     README.md      optional notes for people
 
-The built-in bundles live in the repository's `templates/`. A user directory (`TEMPLATES_DIR`) is
-searched first, so its bundles override built-ins with the same id and add new ones. Directories
-whose names start with `_` or `.` are never bundles.
+The built-in bundles ship inside the package, in `maie/builtin_templates/` (package data, so a
+plain `pip install` has them). A user directory (`TEMPLATES_DIR`) is searched first, so its
+bundles override built-ins with the same id and add new ones. Directories whose names start with
+`_` or `.` are never bundles.
 
 Every bundle is checked when it is loaded, so a broken one fails at the first job (or at
 `maie templates check`) with one line naming the file, instead of producing bad prompts later.
@@ -138,8 +139,8 @@ class Template:
 
 
 def builtin_templates_dir() -> Path:
-    """The repository's `templates/` directory."""
-    return Path(__file__).resolve().parent.parent / "templates"
+    """The bundles shipped with the package (`maie/builtin_templates/`)."""
+    return Path(__file__).resolve().parent / "builtin_templates"
 
 
 def template_dirs(extra: Path | None = None) -> list[Path]:

