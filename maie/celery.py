@@ -20,12 +20,22 @@ import threading
 from typing import Any
 
 from celery import Celery, signals
+from celery.app.trace import setup_worker_optimizations
+from celery.utils.nodenames import gethostname
 from kombu import Queue
 
 from maie.errors import ConfigError
 from maie.settings import TASKS, Settings, get_settings
 
-__all__ = ["app", "app_for", "celery_config", "QUEUES", "TASK_ROUTES", "startup_settings"]
+__all__ = [
+    "app",
+    "app_for",
+    "celery_config",
+    "default_node_name",
+    "QUEUES",
+    "TASK_ROUTES",
+    "startup_settings",
+]
 
 log = logging.getLogger("maie.worker")
 
@@ -96,6 +106,19 @@ except ConfigError as exc:
     startup_error = exc
     startup_settings = Settings.model_construct()
 
+if _running_under_celery() and startup_error is None:
+    from maie.flower import apply as _secure_flower
+    from maie.flower import is_flower_command
+
+    if is_flower_command(sys.argv):
+        # Before Flower reads its FLOWER_* variables: auth required, loopback unless authenticated.
+        try:
+            for _warning in _secure_flower(startup_settings, sys.argv, os.environ):
+                sys.stderr.write(f"maie: warning: {_warning}\n")
+        except ConfigError as exc:
+            sys.stderr.write(f"maie: error: {exc}\n")
+            raise SystemExit(2) from None
+
 app = Celery("maie", include=["maie.tasks"])
 app.conf.update(celery_config(startup_settings))
 _apps: dict[tuple[str, str], Celery] = {}
@@ -128,13 +151,29 @@ def _queues_of(options: dict[str, Any]) -> list[str]:
     return [q.strip() for q in raw if q.strip()] or list(QUEUES)
 
 
+def _node_name_given(argv: list[str]) -> bool:
+    return any(a in ("-n", "--hostname") or a.startswith(("--hostname=", "-n")) for a in argv[1:])
+
+
+def default_node_name(queues: list[str]) -> str:
+    """`enhance@host` for `-Q enhance`: each pool shows as its own worker, not `celery@host`."""
+    return f"{'-'.join(queues)}@{gethostname()}"
+
+
 @signals.celeryd_init.connect
-def _on_worker_init(sender: Any = None, conf: Any = None, options: Any = None, **_: Any) -> None:
+def _on_worker_init(
+    sender: Any = None, instance: Any = None, conf: Any = None, options: Any = None, **_: Any
+) -> None:
     from maie.backends import bind_queues
 
     settings = startup_settings
     queues = _queues_of(options or {})
     bind_queues(queues)
+    if instance is not None and not _node_name_given(sys.argv):
+        # Celery names every worker celery@host unless -n is given: two pools on one host would
+        # show as one worker in Flower and clash in `celery inspect`.
+        instance.hostname = default_node_name(queues)
+        setup_worker_optimizations(instance.app, instance.hostname)
     if (options or {}).get("concurrency") is None and conf.worker_concurrency is None:
         # A pool's default concurrency is what fills its LLM: the server's batch, or the engine's.
         task = next((q for q in queues if q in TASKS), "enhance")

@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_dir: Path = Path("logs")
 
+    # Flower (`celery -A maie flower`, scripts/start-flower.sh): see maie/flower.py.
+    flower_basic_auth: SecretStr | None = None
+    flower_unauthenticated: bool = False
+    flower_address: str = "127.0.0.1"
+    flower_port: int = Field(default=5555, gt=0, lt=65536)
+
     def task_settings(self, task: Task) -> LlmTaskSettings:
         return self.llm_enhance if task == "enhance" else self.llm_sum
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Start Flower, Celery's dashboard, on MAIE's broker:
-#   celery -A maie flower --port=${FLOWER_PORT:-5555} --address=${FLOWER_ADDRESS:-127.0.0.1}
+#   celery -A maie flower
 #
 #   scripts/start-flower.sh [--detach] [extra flower arguments]
 #
-# Basic auth is required: FLOWER_BASIC_AUTH=user:password (several: user1:pw1,user2:pw2). Flower
-# reads it from the environment, so the password never appears on a command line. To run without
-# auth anyway (a throwaway local setup), set FLOWER_UNAUTHENTICATED=1. /healthcheck and /metrics are
-# exempt from auth in Flower: never publish its port (see docs/OPERATIONS.md).
+# Settings come from the environment and .env, as for `celery -A maie flower` (maie/flower.py):
+# basic auth is required, FLOWER_BASIC_AUTH=user:password (several: user1:pw1,user2:pw2), passed
+# to Flower in its environment, so the password never appears on a command line; to run without
+# auth anyway (a throwaway local setup), FLOWER_UNAUTHENTICATED=1, on a loopback address only.
+# FLOWER_PORT (5555) and FLOWER_ADDRESS (127.0.0.1) set where it listens. /healthcheck and /metrics
+# are exempt from auth in Flower: never publish its port (see docs/OPERATIONS.md).
 # --detach: background, pid in run/flower.pid, output in logs/flower.out; returns once Flower answers.
 set -euo pipefail
 
@@ -28,33 +30,12 @@ for arg in "$@"; do
     esac
 done
 
-if [[ -z ${FLOWER_BASIC_AUTH:-} ]]; then
-    if [[ ${FLOWER_UNAUTHENTICATED:-} != 1 ]]; then
-        echo "error: FLOWER_BASIC_AUTH is not set: set FLOWER_BASIC_AUTH=user:password" \
-            "(or FLOWER_UNAUTHENTICATED=1 to run Flower without authentication)" >&2
-        exit 2
-    fi
-    unset FLOWER_BASIC_AUTH
-    echo "warning: Flower runs WITHOUT authentication (FLOWER_UNAUTHENTICATED=1)" >&2
-else
-    IFS=',' read -r -a credentials <<<"$FLOWER_BASIC_AUTH"
-    for credential in "${credentials[@]}"; do
-        if [[ ! $credential =~ ^[^:]+:.+$ ]]; then
-            echo "error: FLOWER_BASIC_AUTH must be user:password[,user2:password2]" >&2
-            exit 2
-        fi
-    done
-    export FLOWER_BASIC_AUTH
-fi
-
-port=${FLOWER_PORT:-5555}
-address=${FLOWER_ADDRESS:-127.0.0.1}
-if [[ ! $port =~ ^[0-9]+$ ]]; then
-    echo "error: FLOWER_PORT must be a port number, not '$port'" >&2
-    exit 2
-fi
+python=$(maie_python)
 celery=$(maie_celery)
-cmd=("$celery" -A maie flower --port="$port" --address="$address" ${extra[@]+"${extra[@]}"})
+# The rules of `celery -A maie flower` itself (maie/flower.py), read from the environment and .env:
+# auth required unless FLOWER_UNAUTHENTICATED=1 (then loopback only); prints the port.
+port=$("$python" -m maie.flower check ${extra[@]+"${extra[@]}"})
+cmd=("$celery" -A maie flower ${extra[@]+"${extra[@]}"})
 
 flower_ready() {
     http_ok "$port" /healthcheck
