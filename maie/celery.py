@@ -165,10 +165,12 @@ def _on_worker_init(
     sender: Any = None, instance: Any = None, conf: Any = None, options: Any = None, **_: Any
 ) -> None:
     from maie.backends import bind_queues
+    from maie.logs import set_pool
 
     settings = startup_settings
     queues = _queues_of(options or {})
     bind_queues(queues)
+    set_pool("-".join(queues))
     if instance is not None and not _node_name_given(sys.argv):
         # Celery names every worker celery@host unless -n is given: two pools on one host would
         # show as one worker in Flower and clash in `celery inspect`.
@@ -188,7 +190,8 @@ def _on_worker_init(
 def _on_setup_logger(**_: Any) -> None:
     from maie.logs import setup_logging
 
-    setup_logging(startup_settings.log_dir, startup_settings.log_level)
+    s = startup_settings
+    setup_logging(s.log_dir, s.log_level, max_bytes=s.log_max_bytes, backups=s.log_backup_count)
 
 
 @signals.worker_ready.connect
@@ -233,3 +236,11 @@ def _on_task_prerun(kwargs: Any = None, **_: Any) -> None:
     from maie.logs import job_id_var
 
     job_id_var.set(str((kwargs or {}).get("job_id", "-")))
+
+
+@signals.task_postrun.connect
+def _on_task_postrun(**_: Any) -> None:
+    from maie.logs import job_id_var
+
+    # Pool threads run one task after another: the next line outside a task must not name this job.
+    job_id_var.set("-")

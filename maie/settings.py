@@ -151,6 +151,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_dir: Path = Path("logs")
+    # app.log and errors.log rotate at this size, keeping this many old files (shared by all processes).
+    log_max_bytes: int = Field(default=10_000_000, gt=0)
+    log_backup_count: int = Field(default=5, ge=0)
 
     # Flower (`celery -A maie flower`, scripts/start-flower.sh): see maie/flower.py.
     flower_basic_auth: SecretStr | None = None
