@@ -183,11 +183,21 @@ stop_pid() {
     fi
 }
 
+# wait_sink PID: until the output sink has written what the exited process left (it ends at EOF).
+wait_sink() {
+    local waited=0
+    while proc_alive "$1" && ((waited < 100)); do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+}
+
 # start_detached NAME READY_FN TIMEOUT CMD...: runs CMD in the background in its own session with
-# run/NAME.pid and output appended to $LOG_DIR/NAME.out; returns once `READY_FN PID OUT OFFSET`
-# succeeds, or fails with the output's last lines (and stops what it started).
+# run/NAME.pid and its output in $LOG_DIR/NAME.out (through scripts/lib/rotate_out.py: a new file
+# per start, rotated at LOG_MAX_BYTES, LOG_BACKUP_COUNT old files kept); returns once
+# `READY_FN PID OUT OFFSET` succeeds, or fails with the output's last lines (and stops what it started).
 start_detached() {
-    local name=$1 ready=$2 timeout=$3 out pid offset waited=0
+    local name=$1 ready=$2 timeout=$3 out pid offset waited=0 sink sink_pid max_bytes backups
     shift 3
     out="$OUT_DIR/$name.out"
     mkdir -p "$RUN_DIR" "$OUT_DIR"
@@ -196,20 +206,29 @@ start_detached() {
         return 1
     fi
     rm -f "$RUN_DIR/$name.pid"
+    max_bytes=${LOG_MAX_BYTES:-$(env_file_value LOG_MAX_BYTES)}
+    backups=${LOG_BACKUP_COUNT:-$(env_file_value LOG_BACKUP_COUNT)}
+    # A new file per start (the previous run's output becomes NAME.out.1): readiness reads it whole.
+    "$(maie_python)" scripts/lib/rotate_out.py --new "$out" "${backups:-5}"
+    : >>"$out"
     offset=1
-    if [[ -f $out ]]; then
-        offset=$(($(wc -c <"$out") + 1))
-    fi
-    printf '==== %s starting: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$*" >>"$out"
+    # The sink keeps none of this script's own output open (a caller waits for it to close).
+    exec {sink}> >(exec "$(maie_python)" scripts/lib/rotate_out.py "$out" "${max_bytes:-10000000}" "${backups:-5}" \
+        >/dev/null 2>&1)
+    sink_pid=$!
+    printf '==== %s starting: %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$*" >&"$sink"
     if command -v setsid >/dev/null 2>&1; then
-        setsid "$@" </dev/null >>"$out" 2>&1 &
+        setsid "$@" </dev/null >&"$sink" 2>&1 &
     else
-        nohup "$@" </dev/null >>"$out" 2>&1 &
+        nohup "$@" </dev/null >&"$sink" 2>&1 &
     fi
     pid=$!
+    # Only the process holds the pipe now: the sink ends when it does.
+    exec {sink}>&-
     write_pidfile "$name" "$pid"
     while ((waited < timeout * 2)); do
         if ! proc_alive "$pid"; then
+            wait_sink "$sink_pid"
             echo "error: $name exited during start-up; the last lines of $out:" >&2
             tail -c "+$offset" "$out" | tail -n 40 >&2
             rm -f "$RUN_DIR/$name.pid"
