@@ -143,17 +143,21 @@ def test_meetings_of_every_length_in_every_configuration(
     assert used == expected
 
 
+def unserved_model_env(server: FakeServerProcess) -> dict[str, str]:
+    """The single-endpoint example, naming a model the server does not serve."""
+    return base_env(
+        LLM_BACKEND="vllm_server",
+        LLM_SERVER__ENHANCE_BASE_URL=server.base_url,
+        LLM_SERVER__ENHANCE_API_KEY=KEY,
+        LLM_SERVER__ENHANCE_MODEL_NAME="Qwen/Qwen2.5-7B-Instruct",
+    )
+
+
 def test_a_model_name_the_server_does_not_serve_stops_the_worker_with_one_line(
     servers: dict[str, FakeServerProcess], tmp_path: Path
 ) -> None:
     e = servers["enhance"]
-    env = base_env(
-        LLM_BACKEND="vllm_server",
-        LLM_SERVER__ENHANCE_BASE_URL=e.base_url,
-        LLM_SERVER__ENHANCE_API_KEY=KEY,
-        LLM_SERVER__ENHANCE_MODEL_NAME="Qwen/Qwen2.5-7B-Instruct",
-        LOG_DIR=str(tmp_path),
-    )
+    env = unserved_model_env(e)
     with pytest.raises(RuntimeError, match="exited 2") as failure:
         start_worker("enhance", env, tmp_path)
     lines = [line for line in str(failure.value).splitlines() if "not served" in line]
@@ -167,13 +171,7 @@ def test_a_model_name_the_server_does_not_serve_stops_the_worker_with_one_line(
 def test_config_check_names_the_model_that_is_not_served(
     servers: dict[str, FakeServerProcess], tmp_path: Path
 ) -> None:
-    e = servers["enhance"]
-    env = base_env(
-        LLM_BACKEND="vllm_server",
-        LLM_SERVER__ENHANCE_BASE_URL=e.base_url,
-        LLM_SERVER__ENHANCE_API_KEY=KEY,
-        LLM_SERVER__ENHANCE_MODEL_NAME="Qwen/Qwen2.5-7B-Instruct",
-    )
+    env = unserved_model_env(servers["enhance"])
     maie = Path(sys.executable).parent / "maie"
     done = subprocess.run(
         [str(maie), "config", "check"], env=env, cwd=tmp_path, capture_output=True, text=True
