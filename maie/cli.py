@@ -19,7 +19,7 @@ from rich.table import Table
 
 from maie.errors import ConfigError, InputError, MaieError
 from maie.result import JobResult
-from maie.settings import TASKS, Settings, find_legacy_names, legacy_message, load_settings
+from maie.settings import TASKS, Settings, find_legacy_names, legacy_message, load_settings, mask_url
 
 if TYPE_CHECKING:
     from maie.submit import Job
@@ -77,7 +77,9 @@ def submit(
     from maie.submit import submit as submit_job
 
     s = settings()
-    source: str | Path = sys.stdin.read() if file == "-" else Path(file)
+    from maie.inputs import TranscriptText
+
+    source: str | Path = TranscriptText(sys.stdin.read()) if file == "-" else Path(file)
     try:
         job = submit_job(
             source,
@@ -201,6 +203,26 @@ def cancel(job_id: str) -> None:
     out.print(f"{job_id} cancelled", markup=False)
 
 
+# -- HTTP API ------------------------------------------------------------------------------------
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    insecure: Annotated[
+        bool, typer.Option(help="Serve without SECRET_API_KEY (on 127.0.0.1 only).")
+    ] = False,
+) -> None:
+    """Serve the HTTP API (the previous MAIE's routes; see docs/API.md)."""
+    from maie.api.server import run
+
+    s = settings()
+    try:
+        run(s, host, port, workers, insecure)
+    except ConfigError as exc:
+        fail(exc)
+
+
 # -- templates -----------------------------------------------------------------------------------
 @templates_app.callback(invoke_without_command=True)
 def templates_list(ctx: typer.Context) -> None:
@@ -279,7 +301,7 @@ def config_show(
                 markup=False,
             )
     out.print(
-        f"broker={_mask_url(s.celery_broker_url)} result_backend={_mask_url(s.celery_result_backend)}",
+        f"broker={mask_url(s.celery_broker_url)} result_backend={mask_url(s.celery_result_backend)}",
         markup=False,
     )
     if legacy:
@@ -301,16 +323,6 @@ def _settings_without_legacy(env_file: Path) -> Settings:
         llm_server: _LegacyTolerantServer = Field(default_factory=_LegacyTolerantServer)
 
     return _LegacyTolerantSettings(_env_file=env_file)  # type: ignore[call-arg]
-
-
-def _mask_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":****@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 @config_app.command("vllm-args")

@@ -28,6 +28,7 @@ from maie.errors import InputError
 
 __all__ = [
     "Segment",
+    "TranscriptText",
     "Format",
     "FORMATS",
     "KNOWN_EXTENSIONS",
@@ -61,6 +62,14 @@ _SRT_START = re.compile(r"^\d+[ \t]*\r?\n[ \t]*\d{1,2}:\d{2}:\d{2}[,.]\d{1,3}[ \
 _JSON_SCALAR_START = re.compile(r"(?:true|false|null)\b")
 # C0 controls other than tab and line breaks, and DEL: text files rarely hold them, binaries do.
 _CONTROL_CHARS = re.compile(r"[\x01-\x08\x0e-\x1f\x7f]")
+
+
+class TranscriptText(str):
+    """Transcript text that is never taken as a path, even when it is one line naming a file.
+
+    For text that comes from someone else (an HTTP body, standard input): a plain `str` that names
+    an existing file would be read as that file.
+    """
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,8 @@ def _show(value: str, limit: int = 80) -> str:
 
 def _as_path(source: str | os.PathLike[str]) -> Path | None:
     """Return the file `source` names, or None when `source` is the transcript itself."""
+    if isinstance(source, TranscriptText):
+        return None
     if not isinstance(source, str):
         path = Path(os.fspath(source))
     else:

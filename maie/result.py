@@ -68,6 +68,8 @@ class JobResult(BaseModel):
     versions: dict[str, StageVersion] = Field(default_factory=dict)
     metrics: dict[str, StageMetrics] = Field(default_factory=dict)
     error: JobError | None = None
+    submitted_at: float | None = None  # Unix time
+    finished_at: float | None = None
 
 
 class JobStatus(BaseModel):
@@ -77,6 +79,9 @@ class JobStatus(BaseModel):
     chunks_done: int = 0
     stage: str | None = None
     error: JobError | None = None
+    submitted_at: float | None = None  # Unix time
+    features: list[str] = Field(default_factory=list)
+    template_id: str | None = None
 
 
 def version_of(backend: Any, *, prompt: str, schema_sha256: str | None = None) -> StageVersion:
@@ -99,6 +104,7 @@ def build_result(store: JobStore, job_id: str, meta: dict[str, Any]) -> JobResul
         status="SUCCESS",
         features=features,
         template_id=meta.get("template_id"),
+        submitted_at=meta.get("created_at"),
     )
     if "enhance" not in features:
         return result

@@ -32,6 +32,7 @@ __all__ = [
     "find_legacy_names",
     "load_settings",
     "get_settings",
+    "mask_url",
 ]
 
 Task = Literal["enhance", "summary"]
@@ -139,6 +140,11 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(default=5_000_000, gt=0)
     queue_max_depth: int = Field(default=10_000, gt=0)
 
+    # The HTTP API (`maie api`): the key clients send in X-API-Key, and the largest request body
+    # it reads (uploads are refused with 413 past it, before the transcript checks run).
+    secret_api_key: SecretStr | None = None
+    api_max_upload_bytes: int = Field(default=100_000_000, gt=0)
+
     # Retries of retryable LLM errors (connection refused, timeout, 429, 5xx).
     task_max_retries: int = Field(default=5, ge=0)
     task_retry_backoff_max: int = Field(default=60, gt=0)
@@ -188,6 +194,17 @@ class Settings(BaseSettings):
         """An upper bound on one task's run, retries included: sizes the visibility timeout."""
         per_call = self.llm_server.request_timeout_seconds
         return (self.task_max_retries + 1) * (per_call + self.task_retry_backoff_max) + per_call
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (if any) replaced by ****, for output people and clients see."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":****@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def find_legacy_names(

@@ -8,6 +8,7 @@ that is redelivered or runs twice overwrites its own result instead of adding a 
 from __future__ import annotations
 
 import json
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -131,10 +132,18 @@ class JobStore:
         return int(pipe.execute()[0])
 
     def cancel(self, job_id: str) -> None:
-        self.redis.set(self._key(job_id, "cancelled"), "1", ex=self.ttl)
+        # The first cancellation's time stays: cancelling twice does not move when the job ended.
+        self.redis.set(self._key(job_id, "cancelled"), repr(time.time()), ex=self.ttl, nx=True)
 
     def cancelled(self, job_id: str) -> bool:
         return bool(self.redis.exists(self._key(job_id, "cancelled")))
+
+    def cancelled_at(self, job_id: str) -> float | None:
+        value = self.redis.get(self._key(job_id, "cancelled"))
+        try:
+            return None if value is None else float(value)
+        except ValueError:  # marked by an older release, without its time
+            return None
 
     # -- idempotent submission -----------------------------------------------------------------
     def claim_idempotency_key(self, key: str, job_id: str) -> str | None:

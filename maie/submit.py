@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -103,9 +103,14 @@ def submit(
     features: Iterable[str] = FEATURES,
     fmt: Format | None = None,
     idempotency_key: str | None = None,
+    labels: Mapping[str, str] | None = None,
     settings: Settings | None = None,
 ) -> Job:
-    """Validate a transcript (text or path), split it and queue its job; returns its `Job`."""
+    """Validate a transcript (text or path), split it and queue its job; returns its `Job`.
+
+    `labels` are the caller's own key-value pairs, kept with the job and returned by `Job.labels()`
+    (the HTTP API keeps there which outputs its client asked for).
+    """
     s = _settings(settings)
     chosen = check_features(features)
     template = (
@@ -136,6 +141,8 @@ def submit(
             "n_chunks": len(chunks),
             "created_at": time.time(),
         }
+        if labels:
+            meta["labels"] = {str(k): str(v) for k, v in labels.items()}
         store.create(job_id, meta, [c.text for c in chunks])
         job_canvas(app_for(s), job_id, len(chunks), chosen).apply_async()
     except redis.RedisError as exc:
@@ -147,7 +154,11 @@ class Job:
     """A handle on a submitted job: its status, its result, its cancellation."""
 
     def __init__(self, job_id: str, settings: Settings | None = None) -> None:
-        self.id = job_id
+        # Job ids are UUIDs written as 32 hex digits; the dashed spelling names the same job.
+        try:
+            self.id = uuid.UUID(job_id).hex
+        except ValueError:
+            self.id = job_id
         self._settings = _settings(settings)
         self._store = _store(self._settings)
 
@@ -184,6 +195,9 @@ class Job:
             chunks_done=done,
             stage=stage,
             error=JobError.model_validate(error) if error else None,
+            submitted_at=meta.get("created_at"),
+            features=list(meta["features"]),
+            template_id=meta.get("template_id"),
         )
 
     def result(self) -> JobResult | None:
@@ -201,6 +215,8 @@ class Job:
                 features=features,
                 template_id=meta.get("template_id"),
                 error=JobError(stage="job", code="job_cancelled", message="job was cancelled"),
+                submitted_at=meta.get("created_at"),
+                finished_at=st.cancelled_at(self.id),
             )
         error = st.error(self.id)
         if error is not None:
@@ -210,10 +226,24 @@ class Job:
                 features=features,
                 template_id=meta.get("template_id"),
                 error=JobError.model_validate(error),
+                submitted_at=meta.get("created_at"),
+                finished_at=error.get("at"),
             )
         if not meta:
             raise InputError(f"no job {self.id} (unknown id, or its records expired)")
         return None
+
+    def labels(self) -> dict[str, str]:
+        """The labels given to `submit` (empty for an unknown job)."""
+        meta = self._store.meta(self.id)
+        return dict(meta.get("labels") or {})
+
+    def raw_text(self) -> str | None:
+        """The transcript as MAIE read it (its chunks, in order), or None once its records expired."""
+        raw = self._store.raw_chunks(self.id)
+        if not raw:
+            return None
+        return "\n".join(raw[i] for i in sorted(raw))
 
     def wait(self, timeout: float | None = None, poll: float = 0.005) -> JobResult:
         """Block until the job ends (success, failure or cancellation); TimeoutError after timeout."""
@@ -236,7 +266,15 @@ class Job:
             delay = min(delay * 1.5, 0.5)
 
     def cancel(self) -> None:
-        """Mark the job cancelled and revoke its queued tasks; running LLM calls end at their timeout."""
+        """Mark the job cancelled and revoke its queued tasks; running LLM calls end at their timeout.
+
+        A job that already ended (success or failure) keeps its outcome.
+        """
+        try:
+            if self.result() is not None:
+                return
+        except InputError:
+            pass  # unknown or expired: marking it is harmless
         self._store.cancel(self.id)
         meta = self._store.meta(self.id) if self._store.exists(self.id) else {}
         ids = [self.id] + [chunk_task_id(self.id, i) for i in range(int(meta.get("n_chunks", 0)))]

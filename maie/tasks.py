@@ -67,7 +67,8 @@ class MaieTask(Task):  # type: ignore[type-arg]
                 message=str(exc),
                 chunk=(kwargs or {}).get("index"),
             )
-            store().put_error(job_id, error.model_dump())
+            # "at": when the job ended, for clients that show it (JobError itself ignores it).
+            store().put_error(job_id, {**error.model_dump(), "at": time.time()})
         log.error("%s failed: %s", self.name, exc)
         super().on_failure(exc, task_id, args, kwargs, einfo)  # type: ignore[arg-type]
 
@@ -204,6 +205,7 @@ def summarize(
         completion_tokens=outcome.completion_tokens + sum(p["completion_tokens"] for p in partial_stats),
         chunks=meta["n_chunks"],
     )
+    result.finished_at = time.time()
     st.put_result(job_id, result.model_dump_json())
     log.info("summary done: template=%s attempts=%d levels=%d", template.id, outcome.attempts, level + 1)
     return _receipt(result)
@@ -311,6 +313,7 @@ def assemble(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, A
     _count_delivery(self, job_id, "assemble")
     st = store()
     result = build_result(st, job_id, st.meta(job_id))
+    result.finished_at = time.time()
     st.put_result(job_id, result.model_dump_json())
     log.info("enhanced transcript assembled: %d chunks", len(result.chunks))
     return _receipt(result)
