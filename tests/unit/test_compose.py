@@ -239,6 +239,7 @@ def test_docker_compose_config_is_valid() -> None:
         pytest.skip("docker compose is not available")
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG")}
     env["FLOWER_BASIC_AUTH"] = "user:password"
+    env["SECRET_API_KEY"] = "a-key"
     for profile in ("gpu", "cpu"):
         proc = subprocess.run(
             [docker, "compose", "--profile", profile, "config", "-q"],
@@ -249,3 +250,11 @@ def test_docker_compose_config_is_valid() -> None:
             timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
+
+
+def test_api_service_requires_the_key_and_runs_maie_api() -> None:
+    api = services()["api"]
+    assert api["command"][:2] == ["maie", "api"] and "--host" in api["command"]
+    assert env_of(api)["SECRET_API_KEY"].startswith("${SECRET_API_KEY:?")
+    assert "profiles" not in api  # in both the gpu and the cpu deployment
+    assert env_of(api)["CELERY_BROKER_URL"] == "redis://redis:6379/0"
