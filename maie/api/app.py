@@ -21,6 +21,7 @@ import redis
 from fastapi import Body, FastAPI, File, Form, Header, Request, Response, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
+from kombu.exceptions import KombuError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -406,7 +407,11 @@ def _health(s: Settings) -> HealthResponse:
     pools: dict[str, list[str]] = {q: [] for q in QUEUES}
     if connected:
         # Workers answer a broadcast on the broker; one second is plenty on a healthy network.
-        replies = app_for(s).control.inspect(timeout=1.0).active_queues() or {}
+        try:
+            replies = app_for(s).control.inspect(timeout=1.0).active_queues() or {}
+        except (KombuError, redis.RedisError, OSError) as exc:
+            log.warning("health: cannot ask the workers: %s", exc)
+            replies = {}
         for worker, queues in sorted(replies.items()):
             for q in queues or []:
                 if q.get("name") in pools:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from test_reliability import Rig, chat_requests, in_flight, open_rig, transcript
 
 from maie import Job, submit
 from maie.errors import InputError
+from maie.inputs import TranscriptText
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,7 @@ def test_the_api_refuses_to_start_without_a_key_unless_insecure_on_loopback(
 ) -> None:
     rig, _ = idle
     env = {k: v for k, v in rig.env().items() if k != "SECRET_API_KEY"}
-    maie = Path(api_maie())
+    maie = Path(sys.executable).parent / "maie"
     refused = subprocess.run([maie, "api"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2
     assert (
@@ -144,12 +146,6 @@ def test_the_api_refuses_to_start_without_a_key_unless_insecure_on_loopback(
             assert r.status_code == 200, r.text
     finally:
         open_api.stop()
-
-
-def api_maie() -> str:
-    import sys
-
-    return str(Path(sys.executable).parent / "maie")
 
 
 # -- routes and statuses ---------------------------------------------------------------------------
@@ -387,31 +383,22 @@ def as_request(bad: Bad) -> dict[str, Any]:
     return {"method": "/v1/process", "files": {"file": (bad.name, bad.content)}, "data": form}
 
 
-def cli_message(bad: Bad, rig: Rig, where: Path) -> str:
-    """What `maie submit` says for the same input (run in `where`, naming the file as the client did)."""
+def cli_message(bad: Bad, rig: Rig) -> str:
+    """What `maie submit` says for the same input, run where the file is (named as the client did)."""
     settings = rig.settings(chunk_max_tokens=40, max_input_bytes=1000)
-    where.mkdir(parents=True, exist_ok=True)
     args = dict(zip(bad.args[::2], bad.args[1::2], strict=True))
-    features = args.get("--features", "enhance,summary")
-    features = "" if features == "," else features
-    from maie.inputs import TranscriptText
-
+    features = args.get("--features", "enhance,summary").split(",")
+    source: str | Path
     if bad.stdin is not None:
-        source: Any = TranscriptText(bad.stdin.decode())
+        source = TranscriptText(bad.stdin.decode())
     else:
         assert bad.content is not None
-        (where / bad.name).write_bytes(bad.content)
+        Path(bad.name).write_bytes(bad.content)
         source = Path(bad.name)
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(where)
     try:
-        submit(source, template_id=args.get("--template"), features=features.split(","), settings=settings)
+        submit(source, template_id=args.get("--template"), features=features, settings=settings)
     except InputError as exc:
         return " ".join(str(exc).split())
-    finally:
-        os.chdir(cwd)
     raise AssertionError(f"{bad.id}: accepted by submit")
 
 
@@ -420,16 +407,17 @@ HTTP_BAD = [b for b in BAD_INPUTS if b.id not in FILE_SYSTEM_ONLY]
 
 @pytest.mark.parametrize("bad", HTTP_BAD, ids=[b.id for b in HTTP_BAD])
 def test_bad_input_is_400_with_the_cli_message_and_queues_nothing(
-    bad: Bad, quiet: tuple[Rig, ApiServer], tmp_path: Path
+    bad: Bad, quiet: tuple[Rig, ApiServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig, api = quiet
+    monkeypatch.chdir(tmp_path)
     request = as_request(bad)
     path = request.pop("method")
     r = api.client.post(path, **request)
     assert r.status_code == 400, r.text
     body = r.json()
     assert body["error"]["code"] == "input_error"
-    assert body["detail"] == cli_message(bad, rig, tmp_path), body
+    assert body["detail"] == cli_message(bad, rig), body
     assert bad.expect.lower() in body["detail"].lower()
     assert snapshot(rig) == (0, 0, 0)
 

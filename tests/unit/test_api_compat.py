@@ -68,3 +68,12 @@ def test_serving_needs_a_key_or_insecure_on_loopback() -> None:
     keyed = load_settings(env_file=None, secret_api_key=SecretStr("k"))
     assert check_serving(keyed, "0.0.0.0", insecure=False) is False
     assert "k" not in repr(keyed.secret_api_key)
+
+
+def test_key_comparison() -> None:
+    from maie.api.auth import is_protected, key_matches
+
+    assert key_matches(b"secret-key", b"secret-key")
+    assert not key_matches(b"secret-ke", b"secret-key") and not key_matches(b"", b"secret-key")
+    assert is_protected("/v1/process") and is_protected("/v1/status/x") and is_protected("/v1/models")
+    assert not is_protected("/v1/templates") and not is_protected("/health") and not is_protected("/docs")
