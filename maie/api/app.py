@@ -51,6 +51,7 @@ from maie.api.models import (
 from maie.celery import QUEUES, app_for
 from maie.errors import BackendUnavailable, ConfigError, InputError, MaieError
 from maie.inputs import TranscriptText
+from maie.logs import set_pool, setup_logging
 from maie.settings import TASKS, Settings, load_settings, mask_url
 from maie.submit import Job, queue_depth, submit
 from maie.templates import Template, list_templates, load_template
@@ -104,6 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "SECRET_API_KEY is not set: the API does not start without a key "
             "(or start it with `maie api --insecure`, which serves on 127.0.0.1 only)"
         )
+    # The same app.log and errors.log as the pools, each line tagged pool=api.
+    set_pool("api")
+    setup_logging(s.log_dir, s.log_level, max_bytes=s.log_max_bytes, backups=s.log_backup_count)
     api = FastAPI(
         title="MAIE API",
         version=pipeline_version().removeprefix("maie ").strip() or "0",
@@ -154,6 +158,7 @@ def _unavailable(exc: redis.RedisError) -> MaieError:
 
 def _add_routes(api: FastAPI, s: Settings) -> None:  # noqa: C901  (one closure per route)
     def accept(job: Job, response: Response) -> ProcessResponse:
+        log.info("job %s submitted over HTTP", job.id, extra={"job_id": job.id})
         response.headers["Location"] = f"/v1/status/{uuid.UUID(job.id)}"
         return ProcessResponse(task_id=uuid.UUID(job.id))
 

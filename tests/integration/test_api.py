@@ -188,6 +188,9 @@ def test_process_text_round_trip_with_every_output_and_a_previous_template_id(
     submitted, completed = (done[k] for k in ("submitted_at", "completed_at"))
     assert submitted is not None and completed is not None and submitted <= completed
     assert done["metrics"]["processing_time_seconds"] >= 0
+    # The API logs to the shared app.log like the pools, tagged with the job and pool=api.
+    app_log = (api.workdir / "logs" / "app.log").read_text()
+    assert f"[job={uuid.UUID(task_id).hex}] [pool=api]" in app_log and KEY not in app_log
 
 
 def test_upload_default_features_give_clean_transcript_and_summary_only(busy: tuple[Rig, ApiServer]) -> None:
