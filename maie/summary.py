@@ -145,9 +145,14 @@ def fits_in_one_call(
     return prompt_tokens(backend, build_messages(template, transcript)) + wanted <= limit
 
 
-def notes_budget(backend: LLMBackend, cfg: LlmTaskSettings) -> int:
-    """Output tokens for one group's partial notes: a quarter of the context, at most max_tokens."""
-    return max(32, min(cfg.max_tokens, backend.max_model_len // 4))
+def notes_budget(backend: LLMBackend, cfg: LlmTaskSettings, language: str, scale: float = 1.0) -> int:
+    """Output tokens for one group's notes: at most max_tokens, and at most a fifth of what the
+    context leaves after the notes prompt, so that a group always holds at least two notes of the
+    level below, even counted by an estimate up to twice their real size: every level at least
+    halves the text, and the levels always end."""
+    limit = int(backend.max_model_len * scale)
+    available = limit - prompt_tokens(backend, notes_messages("", language))
+    return max(16, min(cfg.max_tokens, available // 5))
 
 
 def notes_messages(transcript: str, language: str) -> list[Message]:
@@ -163,7 +168,7 @@ def plan_groups(
     notes prompt and notes budget fit the context (times `scale`)."""
     limit = int(backend.max_model_len * scale)
     overhead = prompt_tokens(backend, notes_messages("", language))
-    room = limit - overhead - notes_budget(backend, cfg)
+    room = limit - overhead - notes_budget(backend, cfg, language, scale)
     if room < 32:
         raise BackendRejected(f"the summary model's context ({limit} tokens) is too small for partial notes")
     groups: list[tuple[int, int]] = []
@@ -178,20 +183,22 @@ def plan_groups(
     return groups
 
 
-def partial_notes(backend: LLMBackend, texts: list[str], language: str, cfg: LlmTaskSettings) -> Completion:
+def partial_notes(
+    backend: LLMBackend, texts: list[str], language: str, cfg: LlmTaskSettings, scale: float = 1.0
+) -> Completion:
     """Plain-text notes of consecutive parts of a long transcript, to be summarised with the others.
 
     A group the server still refuses as too long is halved and each half noted in turn (a single
     text is halved between words), so a wrong count costs one more call, not the job."""
     messages = notes_messages("\n".join(texts), language)
     try:
-        budget = output_budget(backend, messages, notes_budget(backend, cfg))
+        budget = output_budget(backend, messages, notes_budget(backend, cfg, language, scale))
         return backend.chat(messages, max_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p)
     except ContextExceeded:
         halves = _halves(texts)
         if halves is None:
             raise
-    first, second = (partial_notes(backend, half, language, cfg) for half in halves)
+    first, second = (partial_notes(backend, half, language, cfg, scale) for half in halves)
     return Completion(
         text=f"{first.text.strip()}\n{second.text.strip()}",
         finish_reason="length" if "length" in (first.finish_reason, second.finish_reason) else "stop",

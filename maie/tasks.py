@@ -154,9 +154,10 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}
 
 
-# Levels of notes a summary may take before MAIE gives up: each level shrinks the text several
-# times over, so eight cover any transcript under the input size limit with a context of 1k tokens.
-MAX_SUMMARY_LEVELS = 8
+# Levels of notes a summary may take before MAIE gives up. Each level at least halves the number of
+# parts (summary.notes_budget), so 20 cover any transcript under the input size limit even with a
+# 1k-token context; the bound only guards against a plan that stops shrinking.
+MAX_SUMMARY_LEVELS = 20
 # After the server refused a request MAIE's count said would fit, plans use this much less context.
 CONTEXT_BACKOFF = 0.75
 
@@ -288,7 +289,8 @@ def partial_notes_task(
     backend = get_backend("summary", s)
     started = time.monotonic()
     try:
-        reply = partial_notes(backend, texts[start:end], template.language, s.llm_sum)
+        scale = float(meta.get("context_scale", 1.0))
+        reply = partial_notes(backend, texts[start:end], template.language, s.llm_sum, scale)
     except BackendUnavailable as exc:
         _retry_or_raise(self, exc, f"notes of level {level} parts {start}-{end - 1}")
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from scripted_backend import EchoBackend
 
 from maie.chunking import approx_token_count, chunk_segments
@@ -75,7 +76,7 @@ def test_groups_planned_from_estimates_keep_the_margin() -> None:
     assert all(a[1] == b[0] for a, b in zip(groups, groups[1:], strict=False))
     for start, end in groups:
         estimate = approx_token_count("\n".join(texts[start:end])) * ESTIMATE_MARGIN
-        assert estimate + notes_budget(backend, LlmTaskSettings(max_tokens=512)) < 2048
+        assert estimate + notes_budget(backend, LlmTaskSettings(max_tokens=512), "en") < 2048
 
 
 def test_a_smaller_context_scale_splits_sooner() -> None:
@@ -85,3 +86,24 @@ def test_a_smaller_context_scale_splits_sooner() -> None:
     cfg = LlmTaskSettings(max_tokens=1024)
     assert fits_in_one_call(backend, template, text, cfg)
     assert not fits_in_one_call(backend, template, text, cfg, scale=0.375)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_group_always_holds_at_least_two_notes_so_levels_end(exact: bool) -> None:
+    """Notes fill their whole budget (as a small random model's do): each level still halves,
+    counted exactly (one token a word here) or estimated (plain speech, about 1.3 tokens a word)."""
+    speech = "we agreed that the remote should be yellow and ship in may".split()
+    for context in (1024, 2048, 8192):
+        backend = EchoBackend([], max_model_len=context, exact=exact)
+        cfg = LlmTaskSettings(max_tokens=1024)
+        budget = notes_budget(backend, cfg, "en")
+        words = budget if exact else int(budget / 1.3)
+        note = " ".join(speech[i % len(speech)] for i in range(words))
+        texts = [note] * 40
+        levels = 0
+        while len(texts) > 1:
+            groups = plan_groups(texts, backend, cfg, "en")
+            assert len(groups) <= (len(texts) + 1) // 2, (context, len(texts), groups)
+            texts = [note] * len(groups)
+            levels += 1
+        assert levels <= 6
