@@ -6,7 +6,8 @@
 #
 # VARIANT picks the extra: gpu -> .[gpu], cpu -> .[cpu] (torch from PyTorch's CPU wheel index;
 # torchvision/torchaudio/torchcodec removed, they do not match that torch), server -> no extra.
-# The container runs scripts/start-worker.sh enhance|summary (compose.yaml sets the command).
+# The container runs scripts/start-worker.sh enhance|summary (compose.yaml and compose.cpu.yaml set
+# the command).
 # MAIE itself is installed as a wheel would be (not editable): the built-in templates are package data.
 FROM python:3.11-slim
 

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         case_sensitive=False,
         extra="ignore",  # .env files also hold variables of other programs; legacy names are checked apart
+        # An empty variable means "not set" (compose passes every setting, empty unless given).
+        env_ignore_empty=True,
     )
 
     llm_backend: Literal["vllm_server", "local_vllm"] = "vllm_server"

@@ -1,4 +1,5 @@
-"""compose.yaml, .env.example, the Dockerfile and the pool files: wiring and names, read as data."""
+"""compose.yaml, compose.cpu.yaml, .env.example, the Dockerfile and the pool files: wiring and names,
+read as data (and by `docker compose config` when a Compose binary is installed)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,34 @@ from maie.settings import LEGACY_NAMES, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_DEVICE = {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+FILES = ("compose.yaml", "compose.cpu.yaml")
+KEYS = {"LLM_SERVER__ENHANCE_API_KEY", "LLM_SERVER__SUMMARY_API_KEY"}
+# Settings a service gets one by one (its endpoint, key, model, backend), or that have no meaning
+# inside a container (paths on the host).
+PER_SERVICE = {
+    "LLM_BACKEND",
+    "LLM_SERVER__ENHANCE_BASE_URL",
+    "LLM_SERVER__ENHANCE_API_KEY",
+    "LLM_SERVER__ENHANCE_MODEL_NAME",
+    "LLM_SERVER__SUMMARY_BASE_URL",
+    "LLM_SERVER__SUMMARY_API_KEY",
+    "LLM_SERVER__SUMMARY_MODEL_NAME",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "TEMPLATES_DIR",
+    "LOG_DIR",
+    "SECRET_API_KEY",
+}
 
 
-def compose() -> dict[str, Any]:
-    data = yaml.safe_load((ROOT / "compose.yaml").read_text())
+def compose(name: str = "compose.yaml") -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / name).read_text())
     assert isinstance(data, dict)
     return data
 
 
-def services() -> dict[str, dict[str, Any]]:
-    return compose()["services"]  # type: ignore[no-any-return]
+def services(name: str = "compose.yaml") -> dict[str, dict[str, Any]]:
+    return compose(name)["services"]  # type: ignore[no-any-return]
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -36,18 +55,67 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
+def _closing(text: str, start: int) -> int:
+    """The index just after the `}` that closes the `${` at `start`."""
+    depth, j = 0, start
+    while True:
+        if text.startswith("${", j):
+            depth, j = depth + 1, j + 2
+        elif text[j] == "}":
+            depth, j = depth - 1, j + 1
+            if depth == 0:
+                return j
+        else:
+            j += 1
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's interpolation: ${VAR}, ${VAR:-default}, ${VAR-default} (nested), ${VAR:?error}, $$."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            end = _closing(text, i)
+            match = re.fullmatch(r"(\w+)(?:(:?[-?])(.*))?", text[i + 2 : end - 1], re.DOTALL)
+            assert match, text[i:end]
+            name, op, rest = match.groups()
+            value = env.get(name)
+            if op is None:
+                out.append(value or "")
+            elif op in (":-", "-"):
+                use_default = value is None or (op == ":-" and value == "")
+                out.append(interpolate(rest, env) if use_default else value or "")
+            else:
+                assert value, f"{name} is required: {rest}"
+                out.append(value)
+            i = end
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def test_interpolation_reads_nested_defaults() -> None:
+    assert interpolate("${A:-${B:-c}}/$${X}", {}) == "c/${X}"
+    assert interpolate("${A:-${B:-c}}", {"B": "b"}) == "b"
+    assert interpolate("${A:-${B:-c}}", {"A": "a", "B": "b"}) == "a"
+    assert interpolate("${A:-x}", {"A": ""}) == "x" and interpolate("${A-x}", {"A": ""}) == ""
+
+
+def resolved(name: str, env: dict[str, str], file: str = "compose.yaml") -> dict[str, Any]:
+    """A service with `env` as the shell and .env would give it: environment and command."""
+    svc = services(file)[name]
+    return {
+        "environment": {k: interpolate(v, env) for k, v in env_of(svc).items()},
+        "command": [interpolate(str(arg), env) for arg in svc.get("command", [])],
+    }
+
+
 def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
     reservations = service.get("deploy", {}).get("resources", {}).get("reservations", {})
     return list(reservations.get("devices") or [])
-
-
-def active(profile: str | None) -> dict[str, dict[str, Any]]:
-    """The services `docker compose --profile <profile> up` starts."""
-    return {
-        name: svc
-        for name, svc in services().items()
-        if not svc.get("profiles") or (profile is not None and profile in svc["profiles"])
-    }
 
 
 def setting_names() -> list[str]:
@@ -69,6 +137,11 @@ def pool_file(pool: str) -> dict[str, str]:
             key, value = line.split("=", 1)
             values[key] = value
     return values
+
+
+def served(name: str, env: dict[str, str]) -> str:
+    cmd = resolved(name, env)["command"]
+    return str(cmd[cmd.index("--served-model-name") + 1])
 
 
 @pytest.mark.parametrize(
@@ -115,27 +188,122 @@ def test_vllm_services_reserve_a_gpu_and_nothing_else_does() -> None:
             assert gpu_devices(svc) == [], name
 
 
-def test_model_names_come_from_the_environment() -> None:
-    for name, task_var in (("vllm-enhance", "ENHANCE"), ("vllm-summary", "SUMMARY")):
-        cmd = services()[name]["command"]
-        served = cmd[cmd.index("--served-model-name") + 1]
-        assert served.startswith(f"${{LLM_SERVER__{task_var}_MODEL_NAME:-")
+@pytest.mark.parametrize("shell", [{}, {"LLM_SERVER__ENHANCE_API_KEY": "k-shared"}])
+def test_each_worker_gets_its_endpoints_key_like_its_server(shell: dict[str, str]) -> None:
+    env = {**shell, "LLM_SERVER__SUMMARY_API_KEY": "k-summary"} if shell else {}
+    enhance = resolved("worker-enhance", env)["environment"]
+    summary = resolved("worker-summary", env)["environment"]
+    servers = {name: resolved(name, env)["environment"] for name in ("vllm-enhance", "vllm-summary")}
+    assert enhance["LLM_SERVER__ENHANCE_API_KEY"] == servers["vllm-enhance"]["VLLM_API_KEY"]
+    assert summary["LLM_SERVER__SUMMARY_API_KEY"] == servers["vllm-summary"]["VLLM_API_KEY"]
+    assert enhance["LLM_SERVER__ENHANCE_API_KEY"] == env.get("LLM_SERVER__ENHANCE_API_KEY", "")
+    assert summary["LLM_SERVER__SUMMARY_API_KEY"] == env.get("LLM_SERVER__SUMMARY_API_KEY", "")
+    # Only the enhancement key set: both servers and both workers use it, as MAIE's settings would.
+    one = {"LLM_SERVER__ENHANCE_API_KEY": "k-one"}
+    assert resolved("worker-summary", one)["environment"]["LLM_SERVER__SUMMARY_API_KEY"] == "k-one"
+    assert resolved("vllm-summary", one)["environment"]["VLLM_API_KEY"] == "k-one"
 
 
-def test_cpu_profile_has_no_gpu_service_and_runs_local_engines() -> None:
-    cpu = active("cpu")
-    assert {"redis", "worker-enhance-cpu", "worker-summary-cpu", "flower"} <= set(cpu)
+@pytest.mark.parametrize("file", FILES)
+def test_every_service_gets_only_the_secrets_it_needs(file: str) -> None:
+    for name, svc in services(file).items():
+        assert "env_file" not in svc, f"{file} {name}: env_file hands every secret to the service"
+        env = env_of(svc)
+        keys = {k for k in env if k in KEYS}
+        expected = {
+            "worker-enhance": {"LLM_SERVER__ENHANCE_API_KEY"},
+            "worker-summary": {"LLM_SERVER__SUMMARY_API_KEY"},
+        }.get(name, set())
+        if file == "compose.cpu.yaml":
+            expected = set()  # local engines: no endpoint, no key
+        assert keys == expected, f"{file} {name}: {keys}"
+        assert ("FLOWER_BASIC_AUTH" in env) == (name == "flower"), f"{file} {name}"
+        assert ("SECRET_API_KEY" in env) == (name == "api"), f"{file} {name}"
+    flower = env_of(services(file)["flower"])
+    assert not [k for k in flower if k.startswith("LLM_")]
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_workers_get_every_other_setting_from_the_shell_or_dot_env(file: str) -> None:
+    wanted = [n for n in setting_names() if n not in PER_SERVICE and not n.startswith(("FLOWER_", "API_"))]
+    for name in ("worker-enhance", "worker-summary"):
+        env = env_of(services(file)[name])
+        missing = [n for n in wanted if n not in env]
+        assert not missing, f"{file} {name} does not pass {missing}"
+        for setting in wanted:
+            value = env[setting]
+            assert value.startswith(f"${{{setting}:-"), f"{file} {name} {setting}={value}"
+        # Empty means unset to MAIE: an unset variable leaves MAIE's default.
+        assert interpolate(env["CHUNK_MAX_TOKENS"], {}) == ""
+
+
+def test_an_empty_setting_is_maies_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHUNK_MAX_TOKENS", "")
+    monkeypatch.setenv("LLM_SERVER__ENHANCE_API_KEY", "")
+    monkeypatch.setenv("LLM_SUM__TEMPERATURE", "")
+    settings = load_settings(env_file=None)
+    assert settings.chunk_max_tokens == Settings.model_fields["chunk_max_tokens"].default
+    assert settings.llm_server.enhance_api_key is None
+    assert settings.llm_sum.temperature == 0.2
+
+
+def test_served_model_names_follow_the_models() -> None:
+    defaults = {}
+    assert served("vllm-enhance", defaults) == "Qwen/Qwen2.5-3B-Instruct"
+    env = {"LLM_ENHANCE__MODEL": "meta-llama/Llama-3.2-3B-Instruct", "LLM_SUM__MODEL": "google/gemma-3-1b-it"}
+    for task, vllm, worker, var in (
+        ("ENHANCE", "vllm-enhance", "worker-enhance", "LLM_ENHANCE__MODEL"),
+        ("SUMMARY", "vllm-summary", "worker-summary", "LLM_SUM__MODEL"),
+    ):
+        for shell in (defaults, env):
+            name = served(vllm, shell)
+            cmd = resolved(vllm, shell)["command"]
+            assert cmd[cmd.index("--model") + 1] == name  # the model itself, under its own name
+            worker_env = resolved(worker, shell)["environment"]
+            assert worker_env[f"LLM_SERVER__{task}_MODEL_NAME"] == name
+        assert served(vllm, env) == env[var]
+        # A name set explicitly wins, on both sides.
+        named = {**env, f"LLM_SERVER__{task}_MODEL_NAME": "house-model"}
+        assert served(vllm, named) == "house-model"
+        assert resolved(worker, named)["environment"][f"LLM_SERVER__{task}_MODEL_NAME"] == "house-model"
+
+
+def test_plain_up_starts_the_whole_gpu_stack_and_nothing_requires_a_variable() -> None:
+    for file in FILES:
+        text = (ROOT / file).read_text()
+        # `${VAR:?}` would stop `docker compose down` and `logs` too while VAR is unset.
+        assert not re.search(r"\$\{\w+:?\?", text), file
+        assert not any(svc.get("profiles") for svc in services(file).values()), file
+    whole = {"redis", "vllm-enhance", "vllm-summary", "worker-enhance", "worker-summary", "flower", "api"}
+    assert set(services()) >= whole
+
+
+def test_cpu_file_has_no_gpu_service_and_runs_local_engines() -> None:
+    cpu = services("compose.cpu.yaml")
+    assert set(cpu) == {"redis", "worker-enhance", "worker-summary", "flower", "api"}
     assert not any(gpu_devices(svc) for svc in cpu.values())
-    assert not any(name.startswith("vllm-") for name in cpu)
-    for worker, queue in (("worker-enhance-cpu", "enhance"), ("worker-summary-cpu", "summary")):
+    for worker, queue in (("worker-enhance", "enhance"), ("worker-summary", "summary")):
         svc = cpu[worker]
         assert svc["command"] == ["scripts/start-worker.sh", queue]
         assert env_of(svc)["LLM_BACKEND"] == "local_vllm"
         assert svc["build"]["args"]["VARIANT"] == "cpu"
+        assert "./models:/app/models:ro" in svc["volumes"]
         assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
-    gpu = active("gpu")
-    assert {"vllm-enhance", "vllm-summary", "worker-enhance", "worker-summary"} <= set(gpu)
-    assert not any(name.endswith("-cpu") for name in gpu)
+    # The parts both stacks share are the same.
+    for shared in ("redis", "flower", "api"):
+        assert cpu[shared] == services()[shared], shared
+    assert compose("compose.cpu.yaml")["x-settings"] == compose()["x-settings"]
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_workers_and_flower_report_health(file: str) -> None:
+    for pool in ("enhance", "summary"):
+        check = services(file)[f"worker-{pool}"]["healthcheck"]
+        assert check["test"][0] == "CMD-SHELL"
+        # The pool's own node (start-worker.sh names it <pool>@<host>), not any worker on the broker.
+        assert f"celery -A maie inspect ping -d {pool}@$$HOSTNAME" in check["test"][1]
+    flower = services(file)["flower"]["healthcheck"]
+    assert "http://127.0.0.1:5555/healthcheck" in " ".join(flower["test"])
 
 
 def test_redis_persists_and_reports_health() -> None:
@@ -149,8 +317,8 @@ def test_redis_persists_and_reports_health() -> None:
 
 def test_flower_requires_auth_and_binds_localhost_only() -> None:
     flower = services()["flower"]
-    assert flower["command"] == ["scripts/start-flower.sh"]
-    assert env_of(flower)["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}"
+    assert flower["command"] == ["scripts/start-flower.sh"]  # which refuses to start without auth
+    assert env_of(flower)["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"
     assert all(str(port).startswith("127.0.0.1:") for port in flower["ports"])
 
 
@@ -166,7 +334,7 @@ def test_pool_files_define_queue_pool_and_concurrency() -> None:
 
 
 def test_no_legacy_name_in_deployment_files() -> None:
-    files = [ROOT / "compose.yaml", ROOT / ".env.example", ROOT / "Dockerfile"]
+    files = [ROOT / name for name in FILES] + [ROOT / ".env.example", ROOT / "Dockerfile"]
     files += sorted((ROOT / "workers").iterdir()) + sorted((ROOT / "scripts").rglob("*.sh"))
     for path in files:
         text = path.read_text()
@@ -237,24 +405,38 @@ def test_docker_compose_config_is_valid() -> None:
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         pytest.skip("docker compose is not available")
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG")}
-    env["FLOWER_BASIC_AUTH"] = "user:password"
-    env["SECRET_API_KEY"] = "a-key"
-    for profile in ("gpu", "cpu"):
-        proc = subprocess.run(
-            [docker, "compose", "--profile", profile, "config", "-q"],
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG")}
+    # Without .env and with FLOWER_BASIC_AUTH unset, as a new operator has it; then with settings.
+    settings = {"FLOWER_BASIC_AUTH": "u:pw", "SECRET_API_KEY": "a-key", "LLM_ENHANCE__MODEL": "o/m"}
+    shells = [base, {**base, **settings}]
+    for file in FILES:
+        for shell in shells:
+            proc = subprocess.run(
+                [docker, "compose", "-f", file, "config", "--format", "json"],
+                cwd=ROOT,
+                env=shell,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert proc.returncode == 0, proc.stderr
+        names = subprocess.run(
+            [docker, "compose", "-f", file, "config", "--services"],
             cwd=ROOT,
-            env=env,
+            env=base,
             capture_output=True,
             text=True,
             timeout=120,
         )
-        assert proc.returncode == 0, proc.stderr
+        assert set(names.stdout.split()) == set(services(file)), names.stderr
 
 
-def test_api_service_requires_the_key_and_runs_maie_api() -> None:
-    api = services()["api"]
+@pytest.mark.parametrize("file", FILES)
+def test_api_service_runs_maie_api_which_requires_the_key(file: str) -> None:
+    api = services(file)["api"]
     assert api["command"][:2] == ["maie", "api"] and "--host" in api["command"]
-    assert env_of(api)["SECRET_API_KEY"].startswith("${SECRET_API_KEY:?")
-    assert "profiles" not in api  # in both the gpu and the cpu deployment
+    # Unset, `maie api` refuses to start; a `:?` here would stop `docker compose down` too.
+    assert env_of(api)["SECRET_API_KEY"] == "${SECRET_API_KEY:-}"
+    assert "profiles" not in api
     assert env_of(api)["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+    assert "/health" in " ".join(api["healthcheck"]["test"])
