@@ -38,7 +38,13 @@ def busy(
 ) -> Iterator[tuple[Rig, ApiServer]]:
     base = tmp_path_factory.mktemp("api-busy")
     with open_rig(base, server_a, server_b) as rig:
-        env = rig.env(SECRET_API_KEY=KEY, CHUNK_MAX_TOKENS="40", QUEUE_MAX_DEPTH="60")
+        # Hung requests (the status test) outlast any slow machine: 30 s per attempt, not 10.
+        env = rig.env(
+            SECRET_API_KEY=KEY,
+            CHUNK_MAX_TOKENS="40",
+            QUEUE_MAX_DEPTH="60",
+            LLM_SERVER__REQUEST_TIMEOUT_SECONDS="30",
+        )
         rig.start(env, enhance=4, summary=4)
         api = ApiServer(env, base / "api", "--workers", "2").wait_ready()
         try:
