@@ -156,7 +156,7 @@ def _unavailable(exc: redis.RedisError) -> MaieError:
     return BackendUnavailable(f"cannot reach Redis: {exc}")
 
 
-def _add_routes(api: FastAPI, s: Settings) -> None:  # noqa: C901  (one closure per route)
+def _add_routes(api: FastAPI, s: Settings) -> None:
     def accept(job: Job, response: Response) -> ProcessResponse:
         log.info("job %s submitted over HTTP", job.id, extra={"job_id": job.id})
         response.headers["Location"] = f"/v1/status/{uuid.UUID(job.id)}"

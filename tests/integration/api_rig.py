@@ -28,7 +28,14 @@ class ApiServer:
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.client = httpx.Client(base_url=self.base_url, timeout=60, headers={"X-API-Key": KEY})
+        # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so a request never
+        # goes out on a connection the server is closing at that moment.
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            timeout=60,
+            headers={"X-API-Key": KEY},
+            limits=httpx.Limits(keepalive_expiry=1.0),
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
