@@ -223,6 +223,22 @@ def api(
         fail(exc)
 
 
+# -- metrics -------------------------------------------------------------------------------------
+@app.command()
+def metrics(
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9808,
+) -> None:
+    """Serve MAIE's Prometheus metrics: queue depths, LLM tokens and time per endpoint, chunks, jobs."""
+    from maie.metrics import serve
+
+    s = settings()
+    try:
+        serve(s, port, address)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}", 2)
+
+
 # -- templates -----------------------------------------------------------------------------------
 @templates_app.callback(invoke_without_command=True)
 def templates_list(ctx: typer.Context) -> None:

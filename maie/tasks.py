@@ -19,6 +19,7 @@ from typing import Any
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
+from maie import metrics
 from maie.backends import get_backend
 from maie.canvas import notes_canvas
 from maie.celery import RESULT_EXPIRES, app, startup_settings
@@ -149,9 +150,25 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
         }
     record.update(started_at=started, finished_at=time.time())
     store().put_enhanced(job_id, index, record)
+    _record_chunk(backend, record)
     store().set_meta(job_id, version_enhance=version_of(backend, prompt=ENHANCE_PROMPT).model_dump())
     log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"], record["edit_rate"])
     return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}
+
+
+def _record_chunk(backend: Any, record: dict[str, Any]) -> None:
+    url = settings().celery_result_backend
+    metrics.record_chunk(url, degraded=bool(record["degraded"]), failed=bool(record.get("failed")))
+    if not record.get("failed"):
+        metrics.record_llm(
+            url,
+            "enhance",
+            backend.endpoint,
+            backend.model,
+            int(record.get("prompt_tokens") or 0),
+            int(record.get("completion_tokens") or 0),
+            float(record.get("seconds") or 0.0),
+        )
 
 
 # Levels of notes a summary may take before MAIE gives up. Each level at least halves the number of
@@ -208,6 +225,10 @@ def summarize(
     )
     result.finished_at = time.time()
     st.put_result(job_id, result.model_dump_json())
+    url = s.celery_result_backend
+    tokens = (outcome.prompt_tokens, outcome.completion_tokens)
+    metrics.record_llm(url, "summary", backend.endpoint, backend.model, *tokens, outcome.seconds)
+    metrics.record_job(url, result.status, result.finished_at - (result.submitted_at or result.finished_at))
     log.info("summary done: template=%s attempts=%d levels=%d", template.id, outcome.attempts, level + 1)
     return _receipt(result)
 
@@ -306,6 +327,15 @@ def partial_notes_task(
         "seconds": round(time.monotonic() - started, 4),
     }
     st.put_partial(job_id, level, group, record)
+    metrics.record_llm(
+        s.celery_result_backend,
+        "summary",
+        backend.endpoint,
+        backend.model,
+        reply.prompt_tokens or 0,
+        reply.completion_tokens or 0,
+        time.monotonic() - started,
+    )
     return {"level": level, "group": group, "start": start, "end": end, "truncated": record["truncated"]}
 
 
@@ -317,5 +347,7 @@ def assemble(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, A
     result = build_result(st, job_id, st.meta(job_id))
     result.finished_at = time.time()
     st.put_result(job_id, result.model_dump_json())
+    seconds = result.finished_at - (result.submitted_at or result.finished_at)
+    metrics.record_job(settings().celery_result_backend, result.status, seconds)
     log.info("enhanced transcript assembled: %d chunks", len(result.chunks))
     return _receipt(result)
