@@ -28,11 +28,21 @@ import redis
 
 from maie.settings import Settings
 
-__all__ = ["KEY", "record_llm", "record_chunk", "record_job", "MaieCollector", "serve"]
+__all__ = ["KEY", "FAMILIES", "record_llm", "record_chunk", "record_job", "MaieCollector", "serve"]
 
 log = logging.getLogger("maie.metrics")
 
 KEY = "maie:metrics"
+# The metric families `maie metrics` serves (the dashboard in monitoring/ is checked against them).
+FAMILIES = (
+    "maie_queue_depth",
+    "maie_llm_prompt_tokens_total",
+    "maie_llm_completion_tokens_total",
+    "maie_llm_seconds_total",
+    "maie_llm_calls_total",
+    "maie_chunks_total",
+    "maie_job_duration_seconds",
+)
 _SEP = "\x1f"  # between labels in a hash field: cannot occur in an endpoint URL or a model name
 
 

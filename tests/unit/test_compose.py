@@ -19,6 +19,7 @@ from maie.settings import LEGACY_NAMES, Settings, load_settings
 ROOT = Path(__file__).resolve().parents[2]
 GPU_DEVICE = {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
 FILES = ("compose.yaml", "compose.cpu.yaml")
+MONITORING = ("metrics", "prometheus", "grafana")
 KEYS = {"LLM_SERVER__ENHANCE_API_KEY", "LLM_SERVER__SUMMARY_API_KEY"}
 # Settings a service gets one by one (its endpoint, key, model, backend), or that have no meaning
 # inside a container (paths on the host).
@@ -273,14 +274,15 @@ def test_plain_up_starts_the_whole_gpu_stack_and_nothing_requires_a_variable() -
         text = (ROOT / file).read_text()
         # `${VAR:?}` would stop `docker compose down` and `logs` too while VAR is unset.
         assert not re.search(r"\$\{\w+:?\?", text), file
-        assert not any(svc.get("profiles") for svc in services(file).values()), file
+        profiled = {name for name, svc in services(file).items() if svc.get("profiles")}
+        assert profiled == set(MONITORING), file
     whole = {"redis", "vllm-enhance", "vllm-summary", "worker-enhance", "worker-summary", "flower", "api"}
     assert set(services()) >= whole
 
 
 def test_cpu_file_has_no_gpu_service_and_runs_local_engines() -> None:
     cpu = services("compose.cpu.yaml")
-    assert set(cpu) == {"redis", "worker-enhance", "worker-summary", "flower", "api"}
+    assert set(cpu) == {"redis", "worker-enhance", "worker-summary", "flower", "api", *MONITORING}
     assert not any(gpu_devices(svc) for svc in cpu.values())
     for worker, queue in (("worker-enhance", "enhance"), ("worker-summary", "summary")):
         svc = cpu[worker]
@@ -290,7 +292,7 @@ def test_cpu_file_has_no_gpu_service_and_runs_local_engines() -> None:
         assert "./models:/app/models:ro" in svc["volumes"]
         assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
     # The parts both stacks share are the same.
-    for shared in ("redis", "flower", "api"):
+    for shared in ("redis", "flower", "api", *MONITORING):
         assert cpu[shared] == services()[shared], shared
     assert compose("compose.cpu.yaml")["x-settings"] == compose()["x-settings"]
 
@@ -440,3 +442,59 @@ def test_api_service_runs_maie_api_which_requires_the_key(file: str) -> None:
     assert "profiles" not in api
     assert env_of(api)["CELERY_BROKER_URL"] == "redis://redis:6379/0"
     assert "/health" in " ".join(api["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_monitoring_profile_scrapes_flower_maie_and_vllm_on_loopback_ports(file: str) -> None:
+    svcs = services(file)
+    for name in MONITORING:
+        assert svcs[name]["profiles"] == ["monitoring"]
+        assert all(str(port).startswith("127.0.0.1:") for port in svcs[name].get("ports", []))
+    cmd = svcs["metrics"]["command"]
+    assert cmd[:2] == ["maie", "metrics"]
+    prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for group in job["static_configs"] for t in group["targets"]]
+        for job in prometheus["scrape_configs"]
+    }
+    assert targets["flower"] == [f"flower:{env_of(svcs['flower'])['FLOWER_PORT']}"]
+    assert targets["maie"] == [f"metrics:{cmd[cmd.index('--port') + 1]}"]
+    assert targets["vllm"] == ["vllm-enhance:8000", "vllm-summary:8000"]
+    mounts = " ".join(svcs["prometheus"]["volumes"] + svcs["grafana"]["volumes"])
+    grafana = "./monitoring/grafana"
+    for path in ("./monitoring/prometheus.yml", f"{grafana}/provisioning", f"{grafana}/dashboards"):
+        assert path in mounts and (ROOT / path).exists()
+
+
+def test_grafana_dashboard_shows_the_pools_side_by_side_with_metrics_that_exist() -> None:
+    import json
+
+    import flower.events
+
+    from maie.metrics import FAMILIES
+
+    dashboard = json.loads((ROOT / "monitoring" / "grafana" / "dashboards" / "maie.json").read_text())
+    source = Path(flower.events.__file__).read_text()
+    known = set(FAMILIES) | set(re.findall(r"'(flower_[a-z_]+)'", source))
+    datasource = yaml.safe_load(
+        (ROOT / "monitoring" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]["uid"]
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b((?:maie|flower)_[a-z_]+?)(?:_bucket|_sum|_count)?\b", target["expr"]))
+            assert names and names <= known, (panel["title"], names - known)
+            used |= names
+    # What operators graph: queue depth, task latency, tokens per endpoint, degraded chunks.
+    assert {"maie_queue_depth", "flower_task_runtime_seconds", "maie_llm_completion_tokens_total"} <= used
+    assert {"maie_chunks_total", "maie_job_duration_seconds", "flower_worker_online"} <= used
+    # The pools side by side: each row has the enhance pool on the left, the summary pool on the right.
+    rows: dict[int, dict[int, dict[str, object]]] = {}
+    for panel in dashboard["panels"]:
+        rows.setdefault(panel["gridPos"]["y"], {})[panel["gridPos"]["x"]] = panel
+    side_by_side = [row for row in rows.values() if set(row) == {0, 12} and "enhance" in str(row[0]["title"])]
+    assert len(side_by_side) >= 4
+    for row in side_by_side:
+        assert "summary" in str(row[12]["title"])
+        assert "enhance" in json.dumps(row[0]["targets"]) and "summar" in json.dumps(row[12]["targets"])
