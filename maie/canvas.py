@@ -3,6 +3,9 @@
     enhance + summary   chord(group(enhance_chunk[i]) → queue enhance, summarize → queue summary)
     enhance only        chord(group(enhance_chunk[i]), assemble)
     summary only        summarize
+    audio               asr_split → queue asr, which replaces itself with
+                        chord(group(asr_part[p]) → queue asr, asr_join → queue asr); asr_join
+                        replaces itself with the canvas of the recognised text (one of the above)
     long transcripts    summarize replaces itself with
                         chord(group(partial_notes[level, g]) → queue summary, summarize(level))
                         and again, one level up, while the notes are still too long for one call
@@ -17,7 +20,15 @@ from __future__ import annotations
 from celery import Celery, chord, group
 from celery.canvas import Signature
 
-__all__ = ["chunk_task_id", "notes_task_id", "job_canvas", "notes_canvas"]
+__all__ = [
+    "chunk_task_id",
+    "notes_task_id",
+    "asr_part_task_id",
+    "job_canvas",
+    "notes_canvas",
+    "audio_canvas",
+    "asr_parts_canvas",
+]
 
 
 def chunk_task_id(job_id: str, index: int) -> str:
@@ -26,6 +37,10 @@ def chunk_task_id(job_id: str, index: int) -> str:
 
 def notes_task_id(job_id: str, level: int, group_index: int) -> str:
     return f"{job_id}-notes-{level}-{group_index}"
+
+
+def asr_part_task_id(job_id: str, index: int) -> str:
+    return f"{job_id}-asr-{index}"
 
 
 def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> Signature:
@@ -54,3 +69,19 @@ def notes_canvas(app: Celery, job_id: str, level: int, groups: list[tuple[int, i
     )
     body = app.signature("maie.summarize", kwargs={"job_id": job_id, "level": level})
     return chord(header, body.set(task_id=f"{job_id}-summary-{level}"))
+
+
+def audio_canvas(app: Celery, job_id: str) -> Signature:
+    """The canvas that starts an audio job: decode and cut the recording (queue asr)."""
+    return app.signature("maie.asr_split", kwargs={"job_id": job_id}).set(task_id=job_id)
+
+
+def asr_parts_canvas(app: Celery, job_id: str, n_parts: int) -> Signature:
+    """Recognise the parts in parallel, then stitch them (and go on with the text's canvas)."""
+    header = group(
+        app.signature("maie.asr_part", kwargs={"job_id": job_id, "index": p}).set(
+            task_id=asr_part_task_id(job_id, p)
+        )
+        for p in range(n_parts)
+    )
+    return chord(header, app.signature("maie.asr_join", kwargs={"job_id": job_id}).set(task_id=job_id))

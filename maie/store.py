@@ -91,6 +91,14 @@ class JobStore:
     def enhanced_count(self, job_id: str) -> int:
         return int(self.redis.hlen(self._key(job_id, "enhanced")))
 
+    # -- recognition (audio jobs; the audio itself is in maie/audio_store.py) -------------------
+    def put_raw_transcript(self, job_id: str, record: dict[str, Any]) -> None:
+        self.redis.set(self._key(job_id, "asr"), json.dumps(record, ensure_ascii=False), ex=self.ttl)
+
+    def raw_transcript(self, job_id: str) -> dict[str, Any] | None:
+        value = self.redis.get(self._key(job_id, "asr"))
+        return None if value is None else dict(json.loads(str(value)))
+
     # -- outcome -------------------------------------------------------------------------------
     def put_partial(self, job_id: str, level: int, group: int, record: dict[str, Any]) -> None:
         """Notes of one group at one level of a long transcript's summary (level 1: of chunks)."""

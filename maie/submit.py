@@ -1,11 +1,14 @@
 """Submitting jobs and following them: `submit()` validates, chunks and sends the canvas; `Job` follows.
 
 Everything that can be refused is refused here, before anything is queued: the settings, the
-features, the template, the transcript, the queue depth. Then the chunk texts go to Redis and the
-canvas goes to the broker, carrying only ids:
+features, the template, the transcript or recording, the queue depth. Then the chunk texts go to
+Redis and the canvas goes to the broker, carrying only ids:
 
     chord(group(enhance_chunk(job, i) for each chunk)  → queue enhance,
           summarize(job) | assemble(job))               → queue summary
+
+A recording (detected from its content, maie/audio.py) goes to Redis as it is and its job starts on
+queue asr (maie/asr_tasks.py); recognition ends by sending the same canvas for the text it found.
 """
 
 from __future__ import annotations
@@ -15,23 +18,26 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from functools import lru_cache
 from typing import Any, Literal
 
 import redis
 
-from maie.canvas import chunk_task_id, job_canvas
+from maie.audio import AudioInput, read_audio
+from maie.audio_store import AudioStore
+from maie.canvas import asr_part_task_id, audio_canvas, chunk_task_id, job_canvas
 from maie.celery import QUEUES, RESULT_EXPIRES, app_for, startup_error, startup_settings
-from maie.chunking import chunk_segments, load_token_counter
+from maie.chunking import Chunk, chunk_segments, load_token_counter
 from maie.enhance import max_chunk_tokens
 from maie.errors import BackendUnavailable, InputError, QueueFull
-from maie.inputs import Format, load_transcript
+from maie.inputs import Format, Segment, load_transcript, parse_transcript
 from maie.result import JobError, JobResult, JobStatus
 from maie.settings import Settings
 from maie.store import JobStore
 from maie.templates import load_template
 
-__all__ = ["FEATURES", "submit", "Job", "check_features"]
+__all__ = ["FEATURES", "submit", "Job", "check_features", "split_into_chunks"]
 
 FEATURES = ("enhance", "summary")
 
@@ -96,9 +102,32 @@ def queue_depth(settings: Settings, queue: str) -> int:
     return int(_client(settings.celery_broker_url).llen(queue))
 
 
+def split_into_chunks(segments: list[Segment], settings: Settings) -> list[Chunk]:
+    """Segments → chunks under the enhancement model's token budget (also used after recognition)."""
+    s = settings
+    tokenizer = s.llm_enhance.tokenizer or (s.llm_enhance.model if s.llm_backend == "local_vllm" else None)
+    return chunk_segments(segments, chunk_budget(s), load_token_counter(tokenizer))
+
+
+def _read_text(data: bytes, filename: str | None, max_bytes: int, fmt: Format | None) -> list[Segment]:
+    where = f"upload {filename!r}" if filename else "upload"
+    if len(data) > max_bytes:
+        raise InputError(f"{where} is {len(data)} bytes, over the limit of {max_bytes} bytes")
+    if not data:
+        raise InputError(f"{where} is empty (0 bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{where} is neither audio nor UTF-8 text: bad byte at offset {exc.start}"
+        ) from None
+    return parse_transcript(text, max_bytes=max_bytes, fmt=fmt)
+
+
 def submit(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | bytes,
     *,
+    filename: str | None = None,
     template_id: str | None = None,
     features: Iterable[str] = FEATURES,
     fmt: Format | None = None,
@@ -106,8 +135,10 @@ def submit(
     labels: Mapping[str, str] | None = None,
     settings: Settings | None = None,
 ) -> Job:
-    """Validate a transcript (text or path), split it and queue its job; returns its `Job`.
+    """Validate a transcript or a recording, split it and queue its job; returns its `Job`.
 
+    `source` is transcript text, a path (transcript or audio file) or the bytes of an upload
+    (`filename` names it in messages). Audio is told from text by its content.
     `labels` are the caller's own key-value pairs, kept with the job and returned by `Job.labels()`
     (the HTTP API keeps there which outputs its client asked for).
     """
@@ -118,9 +149,18 @@ def submit(
     )
     if template is None and template_id is not None:
         load_template(template_id, s.templates_dir)  # still refuse a bad id
-    segments = load_transcript(source, max_bytes=s.max_input_bytes, fmt=fmt)
-    tokenizer = s.llm_enhance.tokenizer or (s.llm_enhance.model if s.llm_backend == "local_vllm" else None)
-    chunks = chunk_segments(segments, chunk_budget(s), load_token_counter(tokenizer))
+    audio: AudioInput | None = None
+    if fmt is None:  # a transcript format forced by the caller means a transcript
+        audio = read_audio(
+            source, filename=filename, max_bytes=s.asr.max_bytes, max_seconds=s.asr.max_seconds
+        )
+    chunks: list[Chunk] = []
+    if audio is None:
+        if isinstance(source, bytes):
+            segments = _read_text(source, filename, s.max_input_bytes, fmt)
+        else:
+            segments = load_transcript(source, max_bytes=s.max_input_bytes, fmt=fmt)
+        chunks = split_into_chunks(segments, s)
     store = _store(s)
     try:
         for queue in QUEUES:
@@ -143,8 +183,15 @@ def submit(
         }
         if labels:
             meta["labels"] = {str(k): str(v) for k, v in labels.items()}
-        store.create(job_id, meta, [c.text for c in chunks])
-        job_canvas(app_for(s), job_id, len(chunks), chosen).apply_async()
+        if audio is not None:
+            # The chunks come once the recording is recognised (maie.asr_join).
+            meta.update(input="audio", audio={"name": audio.name, **asdict(audio.info)})
+            AudioStore(s.celery_result_backend, RESULT_EXPIRES).put_audio(job_id, audio.data)
+            store.create(job_id, meta, [])
+            audio_canvas(app_for(s), job_id).apply_async()
+        else:
+            store.create(job_id, meta, [c.text for c in chunks])
+            job_canvas(app_for(s), job_id, len(chunks), chosen).apply_async()
     except redis.RedisError as exc:
         raise BackendUnavailable(f"cannot reach Redis: {exc}") from None
     return Job(job_id, s)
@@ -184,7 +231,9 @@ class Job:
         stage = None
         if state in ("RUNNING", "PENDING"):
             stage = (
-                "enhance"
+                "asr"
+                if meta.get("input") == "audio" and not meta.get("asr_done")
+                else "enhance"
                 if total and done < total
                 else ("summary" if "summary" in meta["features"] else "enhance")
             )
@@ -278,4 +327,5 @@ class Job:
         self._store.cancel(self.id)
         meta = self._store.meta(self.id) if self._store.exists(self.id) else {}
         ids = [self.id] + [chunk_task_id(self.id, i) for i in range(int(meta.get("n_chunks", 0)))]
+        ids += [asr_part_task_id(self.id, p) for p in range(int(meta.get("asr_parts", 0)))]
         app_for(self._settings).control.revoke(ids)

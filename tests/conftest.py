@@ -96,7 +96,7 @@ def clean_redis(client: redis.Redis) -> None:
         keys = list(client.scan_iter(pattern, count=1000))
         if keys:
             client.delete(*keys)
-    for queue in ("enhance", "summary"):
+    for queue in ("enhance", "summary", "asr"):
         client.delete(queue)
 
 
