@@ -2,10 +2,14 @@
 #
 #   docker build --build-arg VARIANT=gpu    -t maie-worker:gpu .     # vLLM with CUDA: local_vllm on a GPU
 #   docker build --build-arg VARIANT=cpu    -t maie-worker:cpu .     # vLLM's CPU build: local_vllm on CPU
-#   docker build --build-arg VARIANT=server -t maie-worker:server .  # no vLLM: vllm_server workers, Flower
+#   docker build --build-arg VARIANT=server -t maie-worker:server .  # no vLLM: vllm_server workers, Flower, API
+#   docker build --build-arg VARIANT=asr     -t maie-worker:asr .     # speech recognition on CPU
+#   docker build --build-arg VARIANT=asr-gpu -t maie-worker:asr-gpu . # speech recognition with CUDA 12
 #
 # VARIANT picks the extra: gpu -> .[gpu], cpu -> .[cpu] (torch from PyTorch's CPU wheel index;
-# torchvision/torchaudio/torchcodec removed, they do not match that torch), server -> no extra.
+# torchvision/torchaudio/torchcodec removed, they do not match that torch), server -> .[audio] (PyAV:
+# the API and the CLI probe recordings before queueing them), asr / asr-gpu -> .[asr] (faster-whisper;
+# asr-gpu adds the CUDA 12 cuBLAS and cuDNN 9 wheels CTranslate2 loads).
 # The container runs scripts/start-worker.sh enhance|summary (compose.yaml and compose.cpu.yaml set
 # the command).
 # MAIE itself is installed as a wheel would be (not editable): the built-in templates are package data.
@@ -36,8 +40,10 @@ RUN set -eux; \
         gpu) pip install "/src[gpu]" ;; \
         cpu) pip install "/src[cpu]" --extra-index-url "$TORCH_CPU_INDEX"; \
              pip uninstall -y torchvision torchaudio torchcodec || true ;; \
-        server) pip install /src ;; \
-        *) echo "VARIANT must be gpu, cpu or server, not '$VARIANT'" >&2; exit 1 ;; \
+        server) pip install "/src[audio]" ;; \
+        asr) pip install "/src[asr]" ;; \
+        asr-gpu) pip install "/src[asr]" nvidia-cublas-cu12 "nvidia-cudnn-cu12==9.*" ;; \
+        *) echo "VARIANT must be gpu, cpu, server, asr or asr-gpu, not '$VARIANT'" >&2; exit 1 ;; \
     esac; \
     pip uninstall -y maie; \
     rm -rf /src/maie /src/build /src/*.egg-info

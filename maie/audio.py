@@ -7,7 +7,7 @@ in it; the name's extension plays no part. Text goes to the transcript parsers (
 `probe_audio` decodes the whole recording once, without keeping it, before anything is queued:
 that is the only way to know its real duration and to refuse a corrupt, truncated or silent file
 with a one-line `InputError` instead of a failed job. PyAV is in the `asr` extra and imported lazily,
-so a base install still reads transcripts.
+so a base install still reads transcripts (`maie[audio]` is enough to submit recordings).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def read_audio(
     if av is None:
         if not magic:
             return None
-        raise _fail(f"{where} is audio; audio input needs the asr extra: pip install 'maie[asr]'")
+        raise _fail(f"{where} is audio; reading recordings needs PyAV: pip install 'maie[audio]'")
     info = probe_audio(data, where=where, max_seconds=max_seconds, strict=magic)
     return None if info is None else AudioInput(data, name, info)
 

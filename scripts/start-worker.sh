@@ -2,7 +2,7 @@
 # Start one MAIE worker pool as its definition in workers/<pool>.env says:
 #   celery -A maie worker -Q <queue> -P <pool type> -c <concurrency> -n <pool>@%h -E
 #
-#   scripts/start-worker.sh enhance|summary [--detach] [extra celery worker arguments]
+#   scripts/start-worker.sh enhance|summary|asr [--detach] [extra celery worker arguments]
 #
 # Foreground by default (the script becomes the worker: compose.yaml runs it this way). With
 # --detach the worker runs in the background with its pid in run/worker-<pool>.pid and its output
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: scripts/start-worker.sh enhance|summary [--detach] [extra celery worker arguments]" >&2
+    echo "usage: scripts/start-worker.sh enhance|summary|asr [--detach] [extra celery worker arguments]" >&2
     exit "${1:-2}"
 }
 
@@ -32,7 +32,7 @@ case "$pool" in
 esac
 pool_file="workers/$pool.env"
 if [[ ! $pool =~ ^[a-z0-9_-]+$ || ! -f $pool_file ]]; then
-    echo "error: unknown pool '$pool' (no $pool_file); pools: enhance, summary" >&2
+    echo "error: unknown pool '$pool' (no $pool_file); pools: enhance, summary, asr" >&2
     exit 2
 fi
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from celery.canvas import _chord, group
 
-from maie.canvas import chunk_task_id, job_canvas, notes_canvas
+from maie.canvas import (
+    asr_part_task_id,
+    asr_parts_canvas,
+    audio_canvas,
+    chunk_task_id,
+    job_canvas,
+    notes_canvas,
+)
 from maie.celery import TASK_ROUTES, app
 
 
@@ -57,7 +64,22 @@ def test_notes_level_on_summary_queue_then_summary_of_that_level() -> None:
 
 
 def test_every_task_is_routed() -> None:
+    import maie.asr_tasks  # noqa: F401  (registers the recognition tasks)
     import maie.tasks  # noqa: F401  (registers the tasks)
 
     ours = {name for name in app.tasks if name.startswith("maie.")}
     assert ours == set(TASK_ROUTES)
+
+
+def test_audio_job_starts_on_asr_then_parts_in_parallel_then_join() -> None:
+    start = audio_canvas(app, "job6")
+    assert start.task == "maie.asr_split" and start.options["task_id"] == "job6"
+    canvas = asr_parts_canvas(app, "job6", 3)
+    assert isinstance(canvas, _chord)
+    header = list(canvas.tasks)
+    assert [t.task for t in header] == ["maie.asr_part"] * 3
+    assert [t.options["task_id"] for t in header] == [asr_part_task_id("job6", p) for p in range(3)]
+    assert [t.kwargs for t in header] == [{"job_id": "job6", "index": p} for p in range(3)]
+    # The join keeps the job's id: it replaces itself with the text canvas, whose last task has it too.
+    assert canvas.body.task == "maie.asr_join" and canvas.body.options["task_id"] == "job6"
+    assert {queue_of(t) for t in ("maie.asr_split", "maie.asr_part", "maie.asr_join")} == {"asr"}

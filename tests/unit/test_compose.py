@@ -185,6 +185,8 @@ def test_vllm_services_reserve_a_gpu_and_nothing_else_does() -> None:
             assert int(str(check["start_period"]).rstrip("m")) >= 5
             assert "VLLM_API_KEY" in env_of(svc)  # the key goes in the environment, never argv
             assert not any("api-key" in str(arg) for arg in svc["command"])
+        elif name == "worker-asr":  # speech recognition on the GPU
+            assert gpu_devices(svc) == [GPU_DEVICE], name
         else:
             assert gpu_devices(svc) == [], name
 
@@ -282,7 +284,8 @@ def test_plain_up_starts_the_whole_gpu_stack_and_nothing_requires_a_variable() -
 
 def test_cpu_file_has_no_gpu_service_and_runs_local_engines() -> None:
     cpu = services("compose.cpu.yaml")
-    assert set(cpu) == {"redis", "worker-enhance", "worker-summary", "flower", "api", *MONITORING}
+    pools = {"worker-enhance", "worker-summary", "worker-asr"}
+    assert set(cpu) == {"redis", *pools, "flower", "api", *MONITORING}
     assert not any(gpu_devices(svc) for svc in cpu.values())
     for worker, queue in (("worker-enhance", "enhance"), ("worker-summary", "summary")):
         svc = cpu[worker]
@@ -306,6 +309,23 @@ def test_workers_and_flower_report_health(file: str) -> None:
         assert f"celery -A maie inspect ping -d {pool}@$$HOSTNAME" in check["test"][1]
     flower = services(file)["flower"]["healthcheck"]
     assert "http://127.0.0.1:5555/healthcheck" in " ".join(flower["test"])
+
+
+@pytest.mark.parametrize(
+    ("file", "device", "variant"), [(FILES[0], "cuda", "asr-gpu"), (FILES[1], "cpu", "asr")]
+)
+def test_asr_worker_consumes_the_asr_queue_without_downloads(file: str, device: str, variant: str) -> None:
+    assert pool_file("asr")["QUEUE"] == "asr" and pool_file("asr")["POOL_TYPE"] == "threads"
+    svc = services(file)["worker-asr"]
+    assert svc["command"] == ["scripts/start-worker.sh", "asr"]
+    env = env_of(svc)
+    assert interpolate(env["ASR__DEVICE"], {}) == device
+    assert env["HF_HUB_OFFLINE"] == "1"  # no model hub download at run time
+    assert svc["build"]["args"]["VARIANT"] == variant
+    assert "./models:/app/models:ro" in svc["volumes"]
+    assert "asr@$$HOSTNAME" in " ".join(svc["healthcheck"]["test"])
+    text = (ROOT / "Dockerfile").read_text()
+    assert 'asr) pip install "/src[asr]"' in text and 'server) pip install "/src[audio]"' in text
 
 
 def test_redis_persists_and_reports_health() -> None:
