@@ -9,6 +9,8 @@ badly). The tests allow 0.10, and 0.35 at 8 kHz.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +114,19 @@ def test_bad_audio_is_refused_before_anything_is_queued(
         assert expect in message, f"{name}: {message}"
         assert "\n" not in message
         _nothing_queued(fresh_redis)
+
+
+def test_cli_refuses_bad_audio_with_one_line_and_exit_code_2(
+    short: np.ndarray, fresh_redis: redis.Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "quiet.ogg"
+    path.write_bytes(speech.encode(speech.silence(30.0), "ogg"))
+    maie = str(Path(sys.executable).parent / "maie")
+    done = subprocess.run([maie, "submit", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "is silent: 30.0 s of audio" in done.stderr and done.stdout == ""
+    _nothing_queued(fresh_redis)
 
 
 def test_content_decides_not_the_extension(
