@@ -176,17 +176,19 @@ def _add_routes(api: FastAPI, s: Settings) -> None:
         responses=_errors(400, 401, 403, 413, 422, 429, 503),
         tags=["Processing"],
         dependencies=[_api_key],
-        summary="Submit a transcript file",
+        summary="Submit a transcript file or a recording",
         description=(
             "Multipart upload of a transcript (plain text, `Speaker: text` lines, Whisper-style JSON, "
-            "SRT, VTT) with repeated `features` fields and a `template_id`. The file goes to "
-            "`maie.submit` exactly as `maie submit FILE` sends it. `asr_backend`, `enable_diarization`, "
-            "`enable_vad` and `vad_threshold` of the previous MAIE are accepted and not used." + _CURL
+            "SRT, VTT) or a recording (WAV, MP3, M4A, FLAC, OGG/Opus, told apart by content; "
+            "recognised by the asr pool) with repeated `features` fields and a `template_id`. "
+            "The file goes to `maie.submit` exactly as `maie submit FILE` sends it. `asr_backend`, "
+            "`enable_diarization`, `enable_vad` and `vad_threshold` of the previous MAIE are accepted "
+            "and not used (recognition follows the asr pool's ASR__* settings)." + _CURL
         ),
     )
     def process(
         response: Response,
-        file: Annotated[UploadFile, File(description="The transcript file.")],
+        file: Annotated[UploadFile, File(description="The transcript file or recording.")],
         features: Annotated[
             list[str] | None,
             Form(
@@ -421,7 +423,9 @@ def _health(s: Settings) -> HealthResponse:
             for q in queues or []:
                 if q.get("name") in pools:
                     pools[q["name"]].append(worker)
-    active = all(pools.values())
+    # The asr pool serves recordings only: a deployment without one is healthy until a recording
+    # waits on its queue with no worker to take it.
+    active = all(pools[q] for q in QUEUES if q != "asr") and bool(pools["asr"] or not depths.get("asr"))
     return HealthResponse(
         status="healthy" if connected and active else "unhealthy",
         version=pipeline_version(),

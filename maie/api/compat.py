@@ -133,7 +133,9 @@ def status_response(job: Job) -> StatusResponse:
 def _running(job: Job, status: JobStatus) -> StatusResponse:
     return StatusResponse(
         task_id=job.id,  # type: ignore[arg-type]  # pydantic parses the hex form
-        status=_STATUS[status.state],
+        status=(
+            "PROCESSING_ASR" if status.state == "RUNNING" and status.stage == "asr" else _STATUS[status.state]
+        ),
         stage=status.stage,
         submitted_at=_when(status.submitted_at),
         state=status.state,
@@ -167,7 +169,11 @@ def _finished(job: Job, result: JobResult) -> StatusResponse:
     rates = [c.edit_rate for c in result.chunks if c.edit_rate is not None]
     edit_rate = round(fmean(rates), 4) if rates else None
     response.results = Results(
-        raw_transcript=job.raw_text() if "raw_transcript" in outputs else None,
+        raw_transcript=(
+            (result.raw_transcript.text if result.raw_transcript else job.raw_text())
+            if "raw_transcript" in outputs
+            else None
+        ),
         clean_transcript=result.enhanced_text if "clean_transcript" in outputs else None,
         summary=result.summary if "summary" in outputs else None,
         enhancement_metrics=(
@@ -190,6 +196,10 @@ def _finished(job: Job, result: JobResult) -> StatusResponse:
     response.metrics = Metrics(
         processing_time_seconds=elapsed, edit_rate_cleaning=edit_rate, stages=result.metrics
     )
+    if result.raw_transcript is not None:  # a recording: what recognition measured
+        asr = result.raw_transcript.metrics
+        response.metrics.input_duration_seconds = asr.audio_seconds
+        response.metrics.rtf = asr.real_time_factor
     main = result.versions.get("summary") or result.versions.get("enhance")
     response.versions = Versions(
         pipeline_version=pipeline_version(),

@@ -34,7 +34,7 @@ __all__ = [
     "HealthResponse",
 ]
 
-ApiStatus = Literal["PENDING", "PROCESSING_LLM", "COMPLETE", "FAILED"]
+ApiStatus = Literal["PENDING", "PROCESSING_ASR", "PROCESSING_LLM", "COMPLETE", "FAILED"]
 
 EXAMPLE_ID = "c4b3a216-3e7f-4d2a-8f9a-1b9c8d7e6a5b"
 
@@ -143,7 +143,10 @@ class Versions(BaseModel):
 
 class StatusResponse(BaseModel):
     task_id: UUID
-    status: ApiStatus = Field(description="PENDING, PROCESSING_LLM, COMPLETE or FAILED (cancelled jobs too).")
+    status: ApiStatus = Field(
+        description="PENDING, PROCESSING_ASR (recordings), PROCESSING_LLM, COMPLETE or FAILED "
+        "(cancelled jobs too)."
+    )
     error: str | None = Field(default=None, description="Why the job failed, in one line.")
     error_code: str | None = Field(default=None, description="e.g. backend_unavailable, job_cancelled.")
     stage: str | None = Field(

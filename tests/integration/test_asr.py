@@ -193,6 +193,37 @@ def test_audio_job_runs_asr_then_enhance_then_summary(
     assert job.status().state == "SUCCESS"
 
 
+@pytest.mark.timeout(900)
+def test_audio_through_the_http_api(
+    pools: Settings,
+    short: np.ndarray,
+    server_a: FakeServerProcess,
+    server_b: FakeServerProcess,
+    tmp_path: Path,
+) -> None:
+    from api_rig import KEY, ApiServer
+
+    env = dual_env(server_a, server_b, SECRET_API_KEY=KEY, **ASR_ENV)
+    api = ApiServer(env, tmp_path / "api").wait_ready()
+    try:
+        r = api.client.post(
+            "/v1/process",
+            files={"file": ("meeting.m4a", speech.encode(short, "m4a"), "audio/mp4")},
+            data={"features": ["raw_transcript", "clean_transcript", "summary"]},
+        )
+        assert r.status_code == 202, r.text
+        done = api.wait_status(r.json()["task_id"], ("COMPLETE", "FAILED"), timeout=800)
+    finally:
+        api.stop()
+    assert done["status"] == "COMPLETE", done
+    results = done["results"]
+    assert speech.wer(" ".join(speech.SENTENCES[:4]), results["raw_transcript"]) <= MAX_WER
+    assert speech.words(results["clean_transcript"]) == speech.words(results["raw_transcript"])
+    assert results["summary"] is not None
+    assert abs(done["metrics"]["input_duration_seconds"] - len(short) / speech.RATE) < 0.2
+    assert 0 < done["metrics"]["rtf"] < 10
+
+
 def test_recording_without_speech_fails_at_the_asr_stage(pools: Settings, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     hiss = (rng.standard_normal(20 * speech.RATE) * 0.01).astype(np.float32)  # -40 dBFS noise
