@@ -69,7 +69,8 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, words, real, cpt, ratio in rows:
-        lines.append(f"| {name} | {words} | {real} | {cpt:.2f} | {ratio:.3f} | {ratio * ESTIMATE_MARGIN:.3f} |")
+        margined = ratio * ESTIMATE_MARGIN
+        lines.append(f"| {name} | {words} | {real} | {cpt:.2f} | {ratio:.3f} | {margined:.3f} |")
     low = min(r[4] for r in rows)
     lines.append(
         f"\nLowest estimate ÷ real: {low:.3f}; with the margin {low * ESTIMATE_MARGIN:.3f} "

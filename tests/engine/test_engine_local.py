@@ -77,6 +77,7 @@ def _app_log(worker: Worker) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+@pytest.mark.timeout(1800)  # long meetings: minutes of work, more on a loaded machine
 def test_meetings_of_500_to_30000_words_through_local_engines(
     local_pools: dict[str, Worker], templates_dir: Path, fresh_redis: redis.Redis
 ) -> None:

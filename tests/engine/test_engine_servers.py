@@ -175,6 +175,7 @@ def test_dual_vllm_servers_each_serve_their_own_task(
     assert result.versions["summary"].base_url == summary.base_url
 
 
+@pytest.mark.timeout(1800)  # long meetings: minutes of work, more on a loaded machine
 def test_a_named_model_with_a_1024_token_context_summarises_four_times_that(
     servers: dict[str, VllmServer], templates_dir: Path, redis_client: redis.Redis, tmp_path: Path
 ) -> None:

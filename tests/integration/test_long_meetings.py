@@ -89,6 +89,7 @@ def meetings() -> dict[int, str]:
     return {n: meeting_of(n) for n in SIZES}
 
 
+@pytest.mark.timeout(1800)  # long meetings: minutes of work, more on a loaded machine
 @pytest.mark.parametrize("config", ["single", "single-named", "dual", "dual-named", "dual-unreported"])
 def test_meetings_of_every_length_in_every_configuration(
     config: str,
