@@ -6,6 +6,10 @@ input and output are compared (word-level edit rate, rapidfuzz) and speaker labe
 An unfaithful reply is retried once at temperature 0; if that fails too the raw chunk is kept and
 marked degraded with its edit rate, so a bad model can never rewrite what was said.
 
+With `mode="constrained"` (ENHANCE_MODE) decoding follows a regular expression built from the chunk
+(maie.enhance_regex): the model may only write the chunk's words in order, choosing case and
+punctuation. The reply is still checked, so a server that ignores the constraint is caught.
+
 A chunk whose prompt and reply budget do not fit the model's context (CHUNK_MAX_TOKENS set above
 what the endpoint holds, or a server that counts more tokens than the chunker did) is enhanced in
 halves, split between lines, else between words, and put back together in order.
@@ -17,12 +21,13 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rapidfuzz.distance import Levenshtein
 
 from maie.backends.base import LLMBackend, Message
 from maie.chunking import approx_token_count
+from maie.enhance_regex import words_regex
 from maie.errors import ContextExceeded
 from maie.settings import LlmTaskSettings
 from maie.tokens import ESTIMATE_MARGIN, TEMPLATE_OVERHEAD, count_text, prompt_tokens
@@ -30,6 +35,7 @@ from maie.tokens import ESTIMATE_MARGIN, TEMPLATE_OVERHEAD, count_text, prompt_t
 __all__ = [
     "SYSTEM_PROMPT",
     "EnhancedChunk",
+    "EnhanceMode",
     "build_messages",
     "normalize_words",
     "speaker_labels",
@@ -46,6 +52,10 @@ SYSTEM_PROMPT = (
 )
 
 log = logging.getLogger(__name__)
+
+# free: the model writes what it likes and the faithfulness check judges it (the default).
+# constrained: decoding may only emit the chunk's own words in order (see the module docstring).
+EnhanceMode = Literal["free", "constrained"]
 
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 _LABEL = re.compile(r"^([^:\n]{1,40}):\s")
@@ -101,11 +111,21 @@ def _budget(backend: LLMBackend, chunk_text: str, cfg: LlmTaskSettings) -> int:
     return max(16, min(cfg.max_tokens, int(count_text(backend, chunk_text) * 1.5) + 64))
 
 
-def reply_budget(backend: LLMBackend, chunk_text: str, cfg: LlmTaskSettings) -> int | None:
+def reply_budget(
+    backend: LLMBackend, chunk_text: str, cfg: LlmTaskSettings, mode: EnhanceMode = "free"
+) -> int | None:
     """The chunk's reply budget when its prompt plus that budget fit the model's context, else None."""
     budget = _budget(backend, chunk_text, cfg)
-    needed = prompt_tokens(backend, build_messages(chunk_text)) + budget
-    return budget if needed <= backend.max_model_len else None
+    room = backend.max_model_len - prompt_tokens(backend, build_messages(chunk_text))
+    if budget > room:
+        return None
+    if mode == "free":
+        return budget
+    # A constrained reply cannot ramble, but the model may spell a word in short tokens where the
+    # tokenizer would use one. Every token holds at least a byte, so the chunk's bytes plus a mark
+    # per word bound any reply the pattern allows; the context and the configured cap still rule.
+    bound = len(chunk_text.encode()) + len(chunk_text.split()) + 8
+    return min(room, max(budget, min(cfg.max_tokens, bound)))
 
 
 def max_chunk_tokens(context: int, cfg: LlmTaskSettings) -> int:
@@ -125,14 +145,15 @@ def enhance_chunk_text(
     chunk_text: str,
     cfg: LlmTaskSettings,
     max_edit_rate: float,
+    mode: EnhanceMode = "free",
 ) -> EnhancedChunk:
     """Enhance one chunk; the backend's errors (unavailable, rejected) propagate to the caller."""
     global _split_warned
     started = time.monotonic()
-    budget = reply_budget(backend, chunk_text, cfg)
+    budget = reply_budget(backend, chunk_text, cfg, mode)
     if budget is not None:
         try:
-            return _enhance_whole(backend, index, chunk_text, budget, cfg, max_edit_rate, started)
+            return _enhance_whole(backend, index, chunk_text, budget, cfg, max_edit_rate, started, mode)
         except ContextExceeded:
             pass  # the server counted more than we did: halve it like any chunk that does not fit
     halves = _halves(chunk_text)
@@ -150,8 +171,8 @@ def enhance_chunk_text(
             max_chunk_tokens(backend.max_model_len, cfg),
         )
     (first_text, second_text), joiner = halves
-    first = enhance_chunk_text(backend, index, first_text, cfg, max_edit_rate)
-    second = enhance_chunk_text(backend, index, second_text, cfg, max_edit_rate)
+    first = enhance_chunk_text(backend, index, first_text, cfg, max_edit_rate, mode)
+    second = enhance_chunk_text(backend, index, second_text, cfg, max_edit_rate, mode)
     degraded = first.degraded or second.degraded
     return EnhancedChunk(
         index,
@@ -190,8 +211,10 @@ def _enhance_whole(
     cfg: LlmTaskSettings,
     max_edit_rate: float,
     started: float,
+    mode: EnhanceMode,
 ) -> EnhancedChunk:
     messages = build_messages(chunk_text)
+    regex = words_regex(chunk_text) if mode == "constrained" else None
     labels = speaker_labels(chunk_text)
     used_prompt = completion_tokens = 0
     rate = 1.0
@@ -199,7 +222,9 @@ def _enhance_whole(
     # the first try was already at 0, greedy decoding would repeat the same reply: no retry.
     temperatures = (cfg.temperature, 0.0) if cfg.temperature > 0 else (0.0,)
     for attempt, temperature in enumerate(temperatures, start=1):
-        reply = backend.chat(messages, max_tokens=max_tokens, temperature=temperature, top_p=cfg.top_p)
+        reply = backend.chat(
+            messages, max_tokens=max_tokens, temperature=temperature, top_p=cfg.top_p, regex=regex
+        )
         used_prompt += reply.prompt_tokens or 0
         completion_tokens += reply.completion_tokens or 0
         text = reply.text.strip()

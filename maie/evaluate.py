@@ -467,15 +467,17 @@ def _describe_settings(s: Settings) -> list[str]:
         lines.append(f"{task}: {where}, temperature {cfg.temperature}, max_tokens {cfg.max_tokens}")
     lines.append(
         f"CHUNK_MAX_TOKENS={s.chunk_max_tokens}, ENHANCE_MAX_EDIT_RATE={s.enhance_max_edit_rate}, "
-        f"ENHANCE_ON_FAILURE={s.enhance_on_failure}"
+        f"ENHANCE_ON_FAILURE={s.enhance_on_failure}, ENHANCE_MODE={s.enhance_mode}"
     )
     return lines
 
 
 def _served_by(result: JobResult, into: dict[str, str]) -> None:
     for stage, v in result.versions.items():
+        decoding = f", {v.decoding} decoding" if v.decoding else ""
         into.setdefault(
-            stage, f"{v.backend} {v.base_url} model {v.model} (prompt sha256 {v.prompt_sha256[:12]})"
+            stage,
+            f"{v.backend} {v.base_url} model {v.model} (prompt sha256 {v.prompt_sha256[:12]}{decoding})",
         )
 
 

@@ -43,6 +43,8 @@ class StageVersion(BaseModel):
     model: str
     prompt_sha256: str
     schema_sha256: str | None = None
+    # Enhancement only: "free" or "constrained" decoding (ENHANCE_MODE).
+    decoding: str | None = None
 
 
 class StageMetrics(BaseModel):
@@ -123,14 +125,17 @@ class JobStatus(BaseModel):
     template_id: str | None = None
 
 
-def version_of(backend: Any, *, prompt: str, schema_sha256: str | None = None) -> StageVersion:
-    """Which backend, endpoint, model and prompt produced a stage's output."""
+def version_of(
+    backend: Any, *, prompt: str, schema_sha256: str | None = None, decoding: str | None = None
+) -> StageVersion:
+    """Which backend, endpoint, model, prompt and decoding produced a stage's output."""
     return StageVersion(
         backend=backend.kind,
         base_url=backend.endpoint,
         model=backend.model,
         prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
         schema_sha256=schema_sha256,
+        decoding=decoding,
     )
 
 

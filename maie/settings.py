@@ -161,6 +161,10 @@ class Settings(BaseSettings):
     # "fail": a chunk that still fails after its retries fails the job, naming the chunk.
     # "raw": the job goes on with that chunk's raw text, and the result marks it.
     enhance_on_failure: Literal["fail", "raw"] = "fail"
+    # "free": the model writes freely and the faithfulness check judges the reply. "constrained":
+    # decoding may only emit the chunk's own words in order (maie.enhance_regex). Free stays the
+    # default: small models punctuate far less under the constraint (docs/QUALITY.md).
+    enhance_mode: Literal["free", "constrained"] = "free"
 
     # Summaries.
     templates_dir: Path | None = None

@@ -126,7 +126,9 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     started = time.time()
     backend = get_backend("enhance", s)
     try:
-        chunk = enhance_chunk_text(backend, index, text, s.llm_enhance, s.enhance_max_edit_rate)
+        chunk = enhance_chunk_text(
+            backend, index, text, s.llm_enhance, s.enhance_max_edit_rate, s.enhance_mode
+        )
         record = chunk.to_json()
     except MaieError as exc:
         if isinstance(exc, BackendUnavailable):
@@ -151,7 +153,8 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     record.update(started_at=started, finished_at=time.time())
     store().put_enhanced(job_id, index, record)
     _record_chunk(backend, record)
-    store().set_meta(job_id, version_enhance=version_of(backend, prompt=ENHANCE_PROMPT).model_dump())
+    version = version_of(backend, prompt=ENHANCE_PROMPT, decoding=s.enhance_mode)
+    store().set_meta(job_id, version_enhance=version.model_dump())
     log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"], record["edit_rate"])
     return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}
 

@@ -37,6 +37,11 @@ Endpoints
   ``max(1, minItems)`` items, numbers are 0 (or the minimum), booleans false; ``$ref``/``$defs``,
   ``allOf``/``anyOf``/``oneOf``, ``const`` and ``minLength``/``maxLength`` are honoured.
   ``{"type": "json_object"}`` gives ``{}``.
+* With vLLM's ``structured_outputs={"regex": ...}`` (in ``extra_body``) the reply must match the
+  pattern in full, as under a constrained decoder: the plain "enhancement" above is sent, and a
+  ``rewrite`` fault is not applied when the rewritten text would not match (a constrained decoder
+  cannot write it). A reply the fake cannot make match is still sent, with ``schema_error`` saying
+  so in the log (and on stderr). An invalid pattern, or more than one constraint, gives 400.
 * Tokens are whitespace-separated words everywhere (``usage`` and ``max_tokens``; also
   ``max_completion_tokens``) so tests can predict them. A reply longer than ``max_tokens`` is cut
   to that many words with ``finish_reason="length"`` (JSON replies then become invalid, on
@@ -58,7 +63,7 @@ Control API (no auth, not logged, never faulted)
 ``GET /_log`` returns the request log: one entry per API request with ``seq``, ``time``,
 ``server``, ``method``, ``path``, ``model``, ``auth`` (whether an Authorization header was sent;
 the key itself is never stored), ``max_tokens``, ``temperature``, ``has_response_format``,
-``response_format_type``, ``messages``, ``prompt``, ``status`` (None if no answer was sent),
+``response_format_type``, ``regex``, ``messages``, ``prompt``, ``status`` (None if no answer was sent),
 ``fault``, ``finish_reason``, ``schema_error`` and ``duration``. With ``--request-log FILE`` every
 finished entry is also appended to FILE as one JSON line. ``POST /_reset`` clears the log, the
 faults and the counters, and wakes hung requests. ``GET /_faults`` lists the rules with their
@@ -454,6 +459,7 @@ class _Call:
     prompt: str | None = None
     response_format: dict[str, Any] | None = None
     schema: dict[str, Any] | None = None
+    regex: str | None = None  # structured_outputs.regex: the reply must match it in full
     seq: int = 0  # its number in the request log, also used in the reply id
 
     @classmethod
@@ -485,6 +491,7 @@ class _Call:
             elif isinstance(body.get("guided_json"), dict):
                 call.response_format = {"type": "json_schema"}
                 call.schema = body["guided_json"]
+            call._parse_structured_outputs(body.get("structured_outputs"))
         elif path == TOKENIZE_PATH:
             if isinstance(body.get("messages"), list):
                 call.messages = body["messages"]
@@ -508,6 +515,29 @@ class _Call:
         if body.get("stream"):
             call.error = "the fake server does not stream"
         return call
+
+    def _parse_structured_outputs(self, spec: Any) -> None:
+        if spec is None:
+            return
+        if not isinstance(spec, dict):
+            self.error = "'structured_outputs' must be an object"
+            return
+        kinds = [k for k in ("json", "regex", "choice", "grammar", "json_object") if spec.get(k) is not None]
+        if len(kinds) + (self.response_format is not None) > 1:
+            self.error = "You can only use one kind of structured outputs constraint"
+            return
+        regex = spec.get("regex")
+        if regex is None:
+            return  # other kinds are not modelled; the reply is unconstrained
+        if not isinstance(regex, str):
+            self.error = "'structured_outputs.regex' must be a string"
+            return
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            self.error = f"invalid regex: {exc}"
+            return
+        self.regex = regex
 
     @property
     def model(self) -> Any:
@@ -1107,6 +1137,7 @@ class FakeOpenAIServer:
                 "temperature": call.body.get("temperature"),
                 "has_response_format": fmt is not None,
                 "response_format_type": fmt.get("type") if fmt is not None else None,
+                "regex": call.regex,
                 "messages": call.messages,
                 "prompt": call.prompt,
                 "status": None,
@@ -1198,8 +1229,11 @@ class FakeOpenAIServer:
             content = notes(call.last_user_text)
         else:
             content = enhance(call.last_user_text)
-            if fault == "rewrite":
+            if fault == "rewrite" and (call.regex is None or re.fullmatch(call.regex, rewrite(content))):
                 content = rewrite(content)
+            if call.regex is not None and not re.fullmatch(call.regex, content):
+                outcome.schema_error = "the reply does not match the requested regex"
+                print(f"fake_openai: {outcome.schema_error}", file=sys.stderr, flush=True)
         finish = "stop"
         if fault == "length":
             words = count_words(content)

@@ -69,8 +69,10 @@ class LLMBackend(Protocol):
         top_p: float = 1.0,
         json_schema: dict[str, Any] | None = None,
         ignore_eos: bool = False,
+        regex: str | None = None,
     ) -> Completion:
-        """One chat completion; with `json_schema`, decoding is constrained to that schema."""
+        """One chat completion. With `json_schema` decoding is constrained to that schema, with
+        `regex` to texts the pattern matches in full (at most one of the two)."""
         ...
 
     def count_tokens(self, text: str) -> int | None:

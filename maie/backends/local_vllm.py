@@ -102,9 +102,12 @@ class LocalVllmBackend:
         top_p: float = 1.0,
         json_schema: dict[str, Any] | None = None,
         ignore_eos: bool = False,
+        regex: str | None = None,
     ) -> Completion:
         if self._dead is not None:
             raise BackendUnavailable(self._dead)
+        if json_schema is not None and regex is not None:
+            raise BackendRejected("a request takes a JSON schema or a regex, not both")
         prompt_ids = self._render(messages)
         limit = self.max_model_len
         room = limit - len(prompt_ids)
@@ -121,6 +124,7 @@ class LocalVllmBackend:
                 top_p=top_p,
                 json_schema=json_schema,
                 ignore_eos=ignore_eos,
+                regex=regex,
             ),
         )
         self._queue.put(pending)
@@ -186,15 +190,16 @@ class LocalVllmBackend:
         top_p: float,
         json_schema: dict[str, Any] | None,
         ignore_eos: bool,
+        regex: str | None = None,
     ) -> Any:
         from vllm.sampling_params import SamplingParams, StructuredOutputsParams
 
         # The model's generation_config defaults first, as `vllm serve` applies them too.
         args: dict[str, Any] = dict(self._default_sampling)
         args.update(max_tokens=max_tokens, temperature=temperature, top_p=top_p, ignore_eos=ignore_eos)
-        if json_schema is not None:
-            args["structured_outputs"] = StructuredOutputsParams(json=json_schema)
         try:
+            if json_schema is not None or regex is not None:
+                args["structured_outputs"] = StructuredOutputsParams(json=json_schema, regex=regex)
             return SamplingParams.from_optional(**args)
         except (ValueError, TypeError) as exc:
             raise BackendRejected(f"invalid sampling parameters: {exc}") from exc

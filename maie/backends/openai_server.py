@@ -161,15 +161,24 @@ class OpenAIServerBackend:
         top_p: float = 1.0,
         json_schema: dict[str, Any] | None = None,
         ignore_eos: bool = False,
+        regex: str | None = None,
     ) -> Completion:
+        if json_schema is not None and regex is not None:
+            raise BackendRejected("a request takes a JSON schema or a regex, not both")
         kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         if json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "summary", "schema": json_schema, "strict": True},
             }
+        if regex is not None:
+            # vLLM's own request field (0.12 and later; the older `guided_regex` is ignored now).
+            extra["structured_outputs"] = {"regex": regex}
         if ignore_eos:
-            kwargs["extra_body"] = {"ignore_eos": True}
+            extra["ignore_eos"] = True
+        if extra:
+            kwargs["extra_body"] = extra
         try:
             reply = self._client.chat.completions.create(
                 model=self.model,

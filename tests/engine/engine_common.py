@@ -24,6 +24,12 @@ TRANSCRIPT = (
     "Anna: okay ben will call the factory on monday\n"
 )
 
+# One chunk for constrained enhancement: speaker labels, English and Vietnamese, a mark already there.
+CONSTRAINED_CHUNK = (
+    "Anna: so the budget for the new remote is twenty euros, right\n"
+    "Minh: đúng vậy and we ship it in may with a yellow case"
+)
+
 # A template with short bounded fields: a random model fills strings up to their maxLength.
 TINY_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

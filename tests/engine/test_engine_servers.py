@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,9 +17,17 @@ import jsonschema
 import pytest
 import redis
 from conftest import clean_redis, load_jsonl, start_worker
-from engine_common import TINY_SCHEMA, engine_env, run_job, templates_dir_fixture  # noqa: F401
+from engine_common import (  # noqa: F401
+    CONSTRAINED_CHUNK,
+    TINY_SCHEMA,
+    engine_env,
+    run_job,
+    templates_dir_fixture,
+)
 
 from maie import JobResult, submit
+from maie.enhance import enhance_chunk_text, normalize_words
+from maie.enhance_regex import words_regex
 from maie.settings import load_settings
 from maie.store import JobStore
 
@@ -173,6 +182,25 @@ def test_dual_vllm_servers_each_serve_their_own_task(
     assert 1 <= summary_calls <= 2
     assert result.versions["enhance"].base_url == enhance.base_url
     assert result.versions["summary"].base_url == summary.base_url
+
+
+def test_constrained_enhancement_through_a_vllm_server_keeps_every_word(
+    servers: dict[str, VllmServer],
+) -> None:
+    """The pattern reaches vLLM in its `structured_outputs` request field, and it binds decoding."""
+    from maie.backends.openai_server import OpenAIServerBackend
+    from maie.settings import Endpoint, LlmTaskSettings
+
+    one = servers["enhance"]
+    backend = OpenAIServerBackend(Endpoint("enhance", one.base_url, None, one.name), 120, 1024)
+    try:
+        cfg = LlmTaskSettings(temperature=1.0)
+        out = enhance_chunk_text(backend, 0, CONSTRAINED_CHUNK, cfg, 0.0, "constrained")
+    finally:
+        backend.close()
+    assert not out.degraded and out.attempts == 1, out
+    assert normalize_words(out.text) == normalize_words(CONSTRAINED_CHUNK)
+    assert re.fullmatch(words_regex(CONSTRAINED_CHUNK), out.text)
 
 
 @pytest.mark.timeout(1800)  # long meetings: minutes of work, more on a loaded machine

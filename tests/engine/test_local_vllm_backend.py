@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -185,6 +186,25 @@ def test_prompt_longer_than_context_is_rejected(backend: object) -> None:
         )
     # The engine keeps serving after a rejection.
     assert backend.chat(HELLO, max_tokens=4, temperature=0.0).completion_tokens
+
+
+def test_constrained_enhancement_keeps_every_word(backend: object) -> None:
+    from engine_common import CONSTRAINED_CHUNK as chunk
+
+    from maie.backends.local_vllm import LocalVllmBackend
+    from maie.enhance import enhance_chunk_text, normalize_words, speaker_labels
+    from maie.enhance_regex import words_regex
+
+    assert isinstance(backend, LocalVllmBackend)
+    # The random model writes noise: free, it fails the faithfulness check; bound by the chunk's
+    # pattern it can only choose case and marks, even when sampling at temperature 1.
+    cfg = LlmTaskSettings(temperature=1.0)
+    out = enhance_chunk_text(backend, 0, chunk, cfg, 0.0, "constrained")
+    assert not out.degraded and out.attempts == 1, out
+    assert normalize_words(out.text) == normalize_words(chunk)
+    assert speaker_labels(out.text) == ["Anna", "Minh"]
+    assert re.fullmatch(words_regex(chunk), out.text)
+    assert enhance_chunk_text(backend, 0, chunk, cfg, 0.0, "free").degraded
 
 
 def test_missing_vllm_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -268,6 +268,28 @@ def test_rewrite_changes_most_words(server: Any, client: OpenAI) -> None:
     assert len(kept) < len(set(_words(TRANSCRIPT))) / 2
 
 
+def test_a_regex_holds_the_reply_to_it(server: Any, client: OpenAI) -> None:
+    pattern = r"[Aa]lice: [Ss]o[.,]? (.|\n)*"
+    server.faults([{"kind": "rewrite"}])
+    # The rewrite would break the pattern: a constrained decoder could not write it.
+    out = _chat(client, extra_body={"structured_outputs": {"regex": pattern}}).choices[0].message.content
+    assert re.fullmatch(pattern, out) and _words(out) == _words(TRANSCRIPT)
+    free = _chat(client).choices[0].message.content
+    assert _words(free) != _words(TRANSCRIPT)
+    entries = [e for e in server.log() if e["path"] == "/v1/chat/completions"]
+    assert [e["regex"] for e in entries] == [pattern, None]
+    # A pattern the reply cannot match is sent anyway and said in the log.
+    _chat(client, extra_body={"structured_outputs": {"regex": "nothing like it"}})
+    assert server.log()[-1]["schema_error"] == "the reply does not match the requested regex"
+
+
+def test_a_bad_regex_or_two_constraints_is_400(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="invalid regex"):
+        _chat(client, extra_body={"structured_outputs": {"regex": "(unclosed"}})
+    with pytest.raises(openai.BadRequestError, match="one kind of structured outputs"):
+        _summary(client, extra_body={"structured_outputs": {"regex": "a"}})
+
+
 def test_drop_is_a_connection_error(server: Any, client: OpenAI) -> None:
     server.faults([{"kind": "drop", "times": 1}])
     with pytest.raises(openai.APIConnectionError) as info:
