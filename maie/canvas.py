@@ -49,9 +49,13 @@ def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> 
     body = app.signature(body_name, kwargs={"job_id": job_id}).set(task_id=job_id)
     if "enhance" not in features:
         return body
+    # ignore_result as the task itself says: without it here, the sender would also subscribe to
+    # each chunk's result channel, which nobody reads (see maie.tasks.enhance_chunk).
     header = group(
-        app.signature("maie.enhance_chunk", kwargs={"job_id": job_id, "index": i}).set(
-            task_id=chunk_task_id(job_id, i)
+        app.signature(
+            "maie.enhance_chunk",
+            kwargs={"job_id": job_id, "index": i},
+            options={"task_id": chunk_task_id(job_id, i), "ignore_result": True},
         )
         for i in range(n_chunks)
     )

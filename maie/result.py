@@ -164,8 +164,11 @@ def build_result(store: JobStore, job_id: str, meta: dict[str, Any]) -> JobResul
     ordered = [records[i] for i in range(n)]
     result.enhanced_text = "\n".join(r["text"] for r in ordered)
     result.chunks = [ChunkRecord.model_validate(r) for r in ordered]
-    if "version_enhance" in meta:
-        result.versions["enhance"] = StageVersion.model_validate(meta["version_enhance"])
+    # Each chunk record says what enhanced it (one pool normally serves a whole job: the first
+    # chunk's stands for all); jobs written by earlier releases kept it in the job's record.
+    version = next((r["version"] for r in ordered if r.get("version")), meta.get("version_enhance"))
+    if version is not None:
+        result.versions["enhance"] = StageVersion.model_validate(version)
     result.metrics["enhance"] = StageMetrics(
         wall_seconds=round(max(r["finished_at"] for r in ordered) - min(r["started_at"] for r in ordered), 4),
         prompt_tokens=sum(r["prompt_tokens"] for r in ordered),

@@ -31,6 +31,19 @@ def test_enhance_and_summary_is_a_chord_of_chunks_then_summary() -> None:
     assert queue_of("maie.enhance_chunk") == "enhance" and queue_of("maie.summarize") == "summary"
 
 
+def test_chunk_results_are_not_stored_but_the_final_tasks_are() -> None:
+    import maie.tasks as tasks
+
+    canvas = job_canvas(app, "job5", 2, ["enhance", "summary"])
+    # The chord counter takes a chunk's return value directly; nothing reads a stored copy.
+    assert all(t.options["ignore_result"] for t in canvas.tasks)
+    assert tasks.enhance_chunk.ignore_result and tasks.enhance_chunk.store_errors_even_if_ignored
+    # Job.status reads the final task's STARTED state; the notes' results feed their chord.
+    assert "ignore_result" not in canvas.body.options
+    assert not tasks.summarize.ignore_result and not tasks.assemble.ignore_result
+    assert not tasks.partial_notes_task.ignore_result
+
+
 def test_enhance_only_ends_with_assemble() -> None:
     canvas = job_canvas(app, "job2", 2, ["enhance"])
     assert isinstance(canvas, _chord)
