@@ -58,6 +58,18 @@ fewest characters per token measured with a real tokenizer on meeting transcript
 ``prompt`` or ``messages`` with that same count. ``--no-tokenize`` removes the route (404) and
 ``--no-context-report`` leaves ``max_model_len`` out of ``/v1/models``, like other servers.
 
+Simulated accelerator
+---------------------
+With ``--accelerator STEP_MS[,PER_SEQ_MS[,MAX_BATCH]]`` every generation request is paced by a
+simulated GPU doing continuous batching: one engine thread takes a step every
+``STEP_MS + PER_SEQ_MS × running`` milliseconds, and each step emits one token (a word of the reply,
+at least one) for every running request; at most ``MAX_BATCH`` requests run (default 256), later
+ones wait for a slot. Time per token thus grows slowly with the batch while tokens per second grow
+almost linearly with it, as on a GPU, and the server spends almost no CPU doing it (the engine
+thread sleeps between steps). ``/metrics`` adds ``fake:accelerator_tokens_total``,
+``fake:accelerator_steps_total`` and ``fake:accelerator_batch_total`` (the running requests summed
+over steps: over the steps, the mean batch). Faults apply before the pacing.
+
 Control API (no auth, not logged, never faulted)
 ------------------------------------------------
 ``GET /_log`` returns the request log: one entry per API request with ``seq``, ``time``,
@@ -576,6 +588,78 @@ class _Call:
         return ""
 
 
+class _Generation:
+    __slots__ = ("remaining", "done")
+
+    def __init__(self, tokens: int) -> None:
+        self.remaining = max(1, tokens)
+        self.done = threading.Event()
+
+
+class SimulatedAccelerator:
+    """Continuous batching on a simulated GPU (see "Simulated accelerator" in the module docstring)."""
+
+    def __init__(self, step_ms: float, per_seq_ms: float = 0.0, max_batch: int = 256) -> None:
+        if step_ms <= 0 or per_seq_ms < 0 or max_batch < 1:
+            raise ValueError("--accelerator needs STEP_MS > 0, PER_SEQ_MS >= 0 and MAX_BATCH >= 1")
+        self.step_ms, self.per_seq_ms, self.max_batch = step_ms, per_seq_ms, max_batch
+        self.tokens = self.steps = self.batch_total = 0
+        self._cond = threading.Condition()
+        self._waiting: list[_Generation] = []
+        self._running: list[_Generation] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="accelerator", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def parse(cls, spec: str) -> SimulatedAccelerator:
+        parts = [p.strip() for p in spec.split(",")]
+        if not 1 <= len(parts) <= 3:
+            raise ValueError("--accelerator takes STEP_MS[,PER_SEQ_MS[,MAX_BATCH]]")
+        per_seq = float(parts[1]) if len(parts) > 1 else 0.0
+        return cls(float(parts[0]), per_seq, int(parts[2]) if len(parts) > 2 else 256)
+
+    def generate(self, tokens: int, wake: threading.Event) -> bool:
+        """Block until `tokens` tokens are generated (True), or `wake` is set first (False)."""
+        job = _Generation(tokens)
+        with self._cond:
+            self._waiting.append(job)
+            self._cond.notify()
+        while not job.done.wait(_POLL_SECONDS):
+            if wake.is_set():
+                return False
+        return True
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._waiting or self._running or self._stopping):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                free = self.max_batch - len(self._running)
+                self._running += self._waiting[:free]
+                del self._waiting[:free]
+                batch = len(self._running)
+            time.sleep((self.step_ms + self.per_seq_ms * batch) / 1000.0)
+            with self._cond:
+                self.steps += 1
+                self.batch_total += batch
+                self.tokens += batch
+                finished = [g for g in self._running if g.remaining <= 1]
+                for g in self._running:
+                    g.remaining -= 1
+                self._running = [g for g in self._running if g.remaining > 0]
+            for g in finished:
+                g.done.set()
+
+
 class FaultRule:
     """One fault injection rule (see the module docstring for its fields)."""
 
@@ -932,7 +1016,11 @@ class _Handler(BaseHTTPRequestHandler):
         outcome.status = 200
         if call.path == MODELS_PATH:
             return 200, fake.models_body()
-        return 200, fake.reply(call, kind, outcome)
+        body = fake.reply(call, kind, outcome)
+        if fake.accelerator is not None and call.path in GENERATION_PATHS:
+            if not fake.accelerator.generate(body["usage"]["completion_tokens"], fake._wake):
+                return None  # reset or stopped while generating
+        return 200, body
 
 
 def _failure(status: int, message: str, outcome: _Outcome) -> tuple[int, dict[str, Any]]:
@@ -955,10 +1043,12 @@ class FakeOpenAIServer:
         max_model_len: int = 4096,
         report_context: bool = True,
         tokenize: bool = True,
+        accelerator: SimulatedAccelerator | None = None,
     ) -> None:
         self.host = host
         self.name = name
         self.model = model
+        self.accelerator = accelerator
         self.api_key = api_key
         self.max_model_len = max_model_len
         self.report_context = report_context
@@ -1013,6 +1103,8 @@ class FakeOpenAIServer:
         if httpd is None:
             return
         self._stopping.set()
+        if self.accelerator is not None:
+            self.accelerator.stop()
         with self._lock:
             self._wake.set()
             conns = list(self._conns)
@@ -1184,6 +1276,16 @@ class FakeOpenAIServer:
                 "# TYPE fake:requests_in_flight gauge",
                 f"fake:requests_in_flight {self._in_flight}",
             ]
+        acc = self.accelerator
+        if acc is not None:
+            lines += [
+                "# TYPE fake:accelerator_tokens_total counter",
+                f"fake:accelerator_tokens_total {acc.tokens}",
+                "# TYPE fake:accelerator_steps_total counter",
+                f"fake:accelerator_steps_total {acc.steps}",
+                "# TYPE fake:accelerator_batch_total counter",
+                f"fake:accelerator_batch_total {acc.batch_total}",
+            ]
         return "\n".join(lines) + "\n"
 
     # -- replies
@@ -1343,6 +1445,7 @@ class FakeServerProcess:
         max_model_len: int | None = None,
         report_context: bool = True,
         tokenize: bool = True,
+        accelerator: str | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self.host = host
@@ -1353,6 +1456,7 @@ class FakeServerProcess:
         self.max_model_len = max_model_len
         self.report_context = report_context
         self.tokenize = tokenize
+        self.accelerator = accelerator
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[str] | None = None
         self._port: int | None = None
@@ -1365,6 +1469,7 @@ class FakeServerProcess:
             "--api-key": self.api_key,
             "--request-log": self.request_log,
             "--max-model-len": self.max_model_len,
+            "--accelerator": self.accelerator,
         }
         for flag, value in options.items():
             if value is not None:
@@ -1483,6 +1588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--no-context-report", action="store_true", help="no max_model_len in /v1/models")
     parser.add_argument("--no-tokenize", action="store_true", help="no POST /tokenize route")
+    parser.add_argument(
+        "--accelerator", default=None, help="STEP_MS[,PER_SEQ_MS[,MAX_BATCH]]: pace replies like a GPU"
+    )
     args = parser.parse_args(argv)
     server = FakeOpenAIServer(
         args.host,
@@ -1494,6 +1602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_model_len=args.max_model_len,
         report_context=not args.no_context_report,
         tokenize=not args.no_tokenize,
+        accelerator=SimulatedAccelerator.parse(args.accelerator) if args.accelerator else None,
     )
     done = threading.Event()
 

@@ -290,6 +290,28 @@ def test_a_bad_regex_or_two_constraints_is_400(client: OpenAI) -> None:
         _summary(client, extra_body={"structured_outputs": {"regex": "a"}})
 
 
+def test_the_simulated_accelerator_paces_every_token_in_batches() -> None:
+    texts = [" ".join(f"w{i}" for i in range(n)) for n in (3, 5, 8, 13)]
+    with fake_openai.FakeOpenAIServer(
+        model=MODEL, accelerator=fake_openai.SimulatedAccelerator(2.0, 0.1, max_batch=2)
+    ).start() as srv:
+        with OpenAI(base_url=srv.base_url, api_key="EMPTY", max_retries=0, timeout=30) as c:
+            with ThreadPoolExecutor(4) as pool:
+                replies = list(pool.map(lambda t: _chat(c, t), texts))
+        metrics = dict(
+            line.split(" ") for line in srv.metrics_text().splitlines() if line.startswith("fake:acc")
+        )
+        acc = srv.accelerator
+        assert acc is not None
+    tokens = [r.usage.completion_tokens for r in replies]
+    assert tokens == [3, 5, 8, 13]  # each reply as without pacing
+    # Every token is one request's share of one step, whatever the interleaving; a step runs at
+    # most two requests, so there are at least half as many steps as tokens.
+    assert int(metrics["fake:accelerator_tokens_total"]) == acc.tokens == sum(tokens)
+    assert acc.batch_total == acc.tokens
+    assert sum(tokens) / 2 <= acc.steps <= sum(tokens)
+
+
 def test_drop_is_a_connection_error(server: Any, client: OpenAI) -> None:
     server.faults([{"kind": "drop", "times": 1}])
     with pytest.raises(openai.APIConnectionError) as info:
