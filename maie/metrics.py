@@ -68,25 +68,33 @@ def _add(url: str, ints: dict[str, int], floats: dict[str, float]) -> None:
         log.warning("metrics not recorded: %s", exc)
 
 
+def _llm_fields(
+    task: str, endpoint: str, model: str, prompt_tokens: int, completion_tokens: int, seconds: float
+) -> tuple[dict[str, int], dict[str, float]]:
+    labels = (task, endpoint, model)
+    ints = {
+        _field("prompt_tokens", *labels): prompt_tokens,
+        _field("completion_tokens", *labels): completion_tokens,
+        _field("calls", *labels): 1,
+    }
+    return ints, {_field("seconds", *labels): seconds}
+
+
 def record_llm(
     url: str, task: str, endpoint: str, model: str, prompt_tokens: int, completion_tokens: int, seconds: float
 ) -> None:
     """One stage's LLM work (a chunk, a summary, a part's notes) against an endpoint and model."""
-    labels = (task, endpoint, model)
-    _add(
-        url,
-        {
-            _field("prompt_tokens", *labels): prompt_tokens,
-            _field("completion_tokens", *labels): completion_tokens,
-            _field("calls", *labels): 1,
-        },
-        {_field("seconds", *labels): seconds},
-    )
+    _add(url, *_llm_fields(task, endpoint, model, prompt_tokens, completion_tokens, seconds))
 
 
-def record_chunk(url: str, *, degraded: bool, failed: bool) -> None:
+def record_chunk(
+    url: str, *, degraded: bool, failed: bool, llm: tuple[str, str, str, int, int, float] | None = None
+) -> None:
+    """One enhanced chunk, and with `llm` (the arguments of record_llm after the URL) its LLM work
+    too, in the same round trip: this runs once per chunk."""
     outcome = "failed" if failed else "degraded" if degraded else "ok"
-    _add(url, {_field("chunks", outcome): 1}, {})
+    ints, floats = _llm_fields(*llm) if llm is not None else ({}, {})
+    _add(url, {_field("chunks", outcome): 1, **ints}, floats)
 
 
 def record_job(url: str, status: str, seconds: float) -> None:

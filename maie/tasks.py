@@ -171,11 +171,11 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
 
 
 def _record_chunk(backend: Any, record: dict[str, Any]) -> None:
-    url = settings().celery_result_backend
-    metrics.record_chunk(url, degraded=bool(record["degraded"]), failed=bool(record.get("failed")))
-    if not record.get("failed"):
-        metrics.record_llm(
-            url,
+    failed = bool(record.get("failed"))
+    llm = (
+        None
+        if failed
+        else (
             "enhance",
             backend.endpoint,
             backend.model,
@@ -183,6 +183,9 @@ def _record_chunk(backend: Any, record: dict[str, Any]) -> None:
             int(record.get("completion_tokens") or 0),
             float(record.get("seconds") or 0.0),
         )
+    )
+    url = settings().celery_result_backend
+    metrics.record_chunk(url, degraded=bool(record["degraded"]), failed=failed, llm=llm)
 
 
 # Levels of notes a summary may take before MAIE gives up. Each level at least halves the number of
