@@ -45,8 +45,8 @@ def test_check_reaches_both_live_servers(
         ("summary", server_b, "summary-model"),
     ):
         pattern = (
-            rf"^{task}: ok {re.escape(server.base_url)} serves {model}; model {model}; "
-            rf"one-token completion in \d+ ms$"
+            rf"^{task}: ok {re.escape(server.base_url)} serves {model}; model {model}, "
+            rf"context 4096 tokens; one-token completion in \d+ ms$"
         )
         assert re.search(pattern, proc.stdout, re.MULTILINE), proc.stdout
     assert any(str(e["path"]).endswith("/models") for e in server_a.log())
