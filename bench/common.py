@@ -224,7 +224,8 @@ def _other_benches() -> list[str]:
             if not argv or "python" not in Path(argv[0]).name:
                 continue
             scripts = [Path(a).name for a in argv[1:3] if a.endswith(".py") and "bench" in a]
-            if any(n == "load.py" or n[:3] in ("b1_", "b2_", "b3_", "b4_", "b5_") for n in scripts):
+            benches = ("b1_", "b2_", "b3_", "b4_", "b5_")
+            if any(n in ("load.py", "asr_rtf.py") or n[:3] in benches for n in scripts):
                 found.append(f"pid {entry.name}: {' '.join(argv)[:120]}")
     return found
 

@@ -13,6 +13,7 @@ Knows nothing of Celery. faster-whisper is in the `asr` extra and imported lazil
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -92,12 +93,16 @@ class Recognizer:
         self.settings = settings
         self.model_name = settings.model or default_model_path()
         started = time.monotonic()
+        # Unset: the cores shared among the calls that run at once. More threads than cores makes
+        # CTranslate2's OpenMP threads wait on each other: measured here, a 30 s part took 30-118 s
+        # with two threads per call on a loaded 2-core machine, about 6 s with one (two calls at once).
+        self.cpu_threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // max(1, num_workers))
         try:
             self.model = fw.WhisperModel(
                 self.model_name,
                 device=settings.device,
                 compute_type=settings.compute_type,
-                cpu_threads=settings.cpu_threads,
+                cpu_threads=self.cpu_threads,
                 num_workers=max(1, num_workers),
                 local_files_only=True,  # never a download from a worker; see docs/ASR.md
             )

@@ -111,7 +111,8 @@ class AsrSettings(_Section):
     vad: bool = True
     # Upper bound on one part (seconds of audio per recognition task).
     segment_seconds: float = Field(default=60.0, ge=5)
-    # Threads per recognition call (CTranslate2 intra_threads); 0 lets CTranslate2 choose.
+    # Threads per recognition call (CTranslate2 intra_threads); 0: the cores divided among the
+    # pool's threads, so calls running at once never ask for more threads than there are cores.
     cpu_threads: int = Field(default=0, ge=0)
     # Recognition tasks a worker runs at once (the pool's threads; the model is shared by all).
     concurrency: int = Field(default=2, gt=0)

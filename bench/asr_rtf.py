@@ -1,6 +1,6 @@
-"""B5 · the asr pool: real-time factor of one call over a recording vs its parts recognised in parallel.
+"""ASR · the asr pool: real-time factor of one call over a recording vs its parts recognised in parallel.
 
-    .venv/bin/python bench/b5_asr.py [--minutes 5] [--segment-seconds 30] [--rounds 3] [--no-record]
+    .venv/bin/python bench/asr_rtf.py [--minutes 5] [--segment-seconds 30] [--rounds 3] [--no-record]
 
 The recording is made for the run: espeak-ng speaks tests/speech.py's sentences over and over with
 silences of 0.6-3 s between them, encoded as MP3. The model is the default (Whisper tiny.en from
@@ -47,17 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     from maie.store import JobStore
 
     info = c.machine()
-    print(f"b5: {c.machine_line(info)}", flush=True)
+    print(f"asr: {c.machine_line(info)}", flush=True)
     rounds = max(1, round(a.minutes * 60 / 55))  # the 12 sentences and their gaps last about 55 s
     sentences = speech.SENTENCES * rounds
     audio = speech.recording(sentences, [0.6, 1.5, 3.0, 1.0, 2.2])
     seconds = len(audio) / speech.RATE
     reference = " ".join(sentences)
     rows: list[tuple[str, float, float, int, float]] = []
-    with c.temp_dir("maie-b5-") as tmp, c.bench_redis(), c.Procs() as procs:
+    with c.temp_dir("maie-asr-rtf-") as tmp, c.bench_redis(), c.Procs() as procs:
         path = tmp / "recording.mp3"
         path.write_bytes(speech.encode(audio, "mp3"))
-        print(f"b5: {seconds:.1f} s of speech, {path.stat().st_size} bytes of MP3", flush=True)
+        print(f"asr: {seconds:.1f} s of speech, {path.stat().st_size} bytes of MP3", flush=True)
 
         rec = Recognizer(AsrSettings(beam_size=1, device="cpu", cpu_threads=2), 1)
         pcm = decode_pcm16(path.read_bytes())
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 wall, parts, text = run(r)
                 walls.setdefault(label, []).append(wall)
                 found[label] = (parts, speech.wer(reference, text))
-                print(f"b5: round {r + 1}: {label}: {wall:.1f} s", flush=True)
+                print(f"asr: round {r + 1}: {label}: {wall:.1f} s", flush=True)
         for label in paths:
             wall = c.median(walls[label])
             rows.append((label, wall, wall / seconds, *found[label]))
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines))
     if not a.no_record:
-        c.record("B5 asr pool", lines, info)
+        c.record("ASR pool real-time factor", lines, info)
     return 0
 
 
