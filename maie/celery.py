@@ -22,8 +22,8 @@ from typing import Any
 from celery import Celery, signals
 from celery.app.trace import setup_worker_optimizations
 from celery.utils.nodenames import gethostname
-from kombu import Queue
 
+from maie.broker import guard_closed_redis_channels, is_amqp, task_queues, transport_options
 from maie.errors import ConfigError
 from maie.settings import TASKS, Settings, get_settings
 
@@ -61,24 +61,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "task_queues": tuple(Queue(q) for q in QUEUES),
+        "task_queues": task_queues(settings.celery_broker_url, QUEUES),
         "task_routes": TASK_ROUTES,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_pool": "threads",
         "worker_concurrency": settings.worker_concurrency,
-        # Unacknowledged messages (their worker died) are swept back to their queue every
-        # `unacked_restore_interval` s once older than the visibility timeout; kombu's default
-        # sweep (every 100 s) would leave them waiting far longer than a short timeout.
-        "broker_transport_options": {
-            "visibility_timeout": visibility,
-            "unacked_restore_interval": max(1, min(60, visibility // 10)),
-            "unacked_restore_throttle": 1,
-            # The sweep holds a Redis mutex; a worker killed while holding it must not block the
-            # sweeps of the others for kombu's default 5 minutes when the timeout is short.
-            "unacked_mutex_expire": min(300, max(10, visibility // 2)),
-        },
+        "broker_transport_options": transport_options(settings.celery_broker_url, visibility),
+        # RabbitMQ: quorum queues need per-consumer QoS and native delayed delivery for retry
+        # countdowns; Celery switches both on when it detects them (maie/broker.py).
+        "worker_detect_quorum_queues": True,
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "visibility_timeout": visibility,
         "result_expires": RESULT_EXPIRES,
@@ -122,6 +115,7 @@ if _running_under_celery() and startup_error is None:
             sys.stderr.write(f"maie: error: {exc}\n")
             raise SystemExit(2) from None
 
+guard_closed_redis_channels()  # a kombu bug that stops workers when Redis dies: see maie/broker.py
 app = Celery("maie", include=["maie.tasks", "maie.asr_tasks"])
 app.conf.update(celery_config(startup_settings))
 _apps: dict[tuple[str, str], Celery] = {}
@@ -179,6 +173,8 @@ def _on_worker_init(
         # show as one worker in Flower and clash in `celery inspect`.
         instance.hostname = default_node_name(queues)
         setup_worker_optimizations(instance.app, instance.hostname)
+    if is_amqp(settings.celery_broker_url):
+        _declare_amqp_queues()
     if (options or {}).get("concurrency") is None and conf.worker_concurrency is None:
         if queues == ["asr"]:
             # The recognition pool: as many threads as recognition calls the model runs at once.
@@ -195,6 +191,17 @@ def _on_worker_init(
         from maie.asr import set_pool_size
 
         set_pool_size(int((options or {}).get("concurrency") or conf.worker_concurrency or 1))
+
+
+def _declare_amqp_queues() -> None:
+    from maie.broker import declare_amqp_queues
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=5)
+            declare_amqp_queues(conn, app.conf.task_queues)
+    except Exception as exc:  # RabbitMQ down at start-up: the worker connects when it is back
+        log.warning("cannot declare the queues on RabbitMQ yet: %s", exc)
 
 
 @signals.after_setup_logger.connect

@@ -22,10 +22,12 @@ from dataclasses import asdict
 from functools import lru_cache
 from typing import Any, Literal
 
+import kombu.exceptions
 import redis
 
 from maie.audio import AudioInput, read_audio
 from maie.audio_store import AudioStore
+from maie.broker import amqp_queue_depths, is_amqp
 from maie.canvas import asr_part_task_id, audio_canvas, chunk_task_id, job_canvas
 from maie.celery import QUEUES, RESULT_EXPIRES, app_for, startup_error, startup_settings
 from maie.chunking import Chunk, chunk_segments, load_token_counter
@@ -95,11 +97,20 @@ def _warn_clamped(wanted: int, allowed: int, context: int) -> None:
     )
 
 
-def queue_depth(settings: Settings, queue: str) -> int:
-    """Messages waiting in a queue (the Redis broker keeps one list per queue)."""
-    from maie.store import _client
+def queue_depths(settings: Settings) -> dict[str, int]:
+    """Messages waiting in each queue: the length of its list on Redis, its ready messages on
+    RabbitMQ; BackendUnavailable when the broker cannot be reached."""
+    if not is_amqp(settings.celery_broker_url):
+        from maie.store import _client
 
-    return int(_client(settings.celery_broker_url).llen(queue))
+        client = _client(settings.celery_broker_url)
+        return {queue: int(client.llen(queue)) for queue in QUEUES}
+    try:
+        with app_for(settings).connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            return amqp_queue_depths(conn, QUEUES)
+    except (kombu.exceptions.OperationalError, OSError) as exc:
+        raise BackendUnavailable(f"cannot reach the broker: {' '.join(str(exc).split())}") from None
 
 
 def split_into_chunks(segments: list[Segment], settings: Settings) -> list[Chunk]:
@@ -163,8 +174,7 @@ def submit(
         chunks = split_into_chunks(segments, s)
     store = _store(s)
     try:
-        for queue in QUEUES:
-            depth = queue_depth(s, queue)
+        for queue, depth in queue_depths(s).items():
             if depth >= s.queue_max_depth:
                 raise QueueFull(
                     f"queue {queue} holds {depth} tasks (QUEUE_MAX_DEPTH={s.queue_max_depth}); "

@@ -12,6 +12,7 @@ its stage, code and chunk, so `Job.wait()` can say which stage failed and why.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from functools import lru_cache
 from typing import Any
@@ -58,6 +59,14 @@ class MaieTask(Task):  # type: ignore[type-arg]
     """Records a task's final failure against its job before Celery stores the exception."""
 
     stage = "job"
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        # Whole seconds: on RabbitMQ, Celery sends a countdown through native delayed delivery,
+        # which takes whole seconds and rejects one under a second (`int(0.4)` is 0) with a
+        # ValueError; a jittered backoff of 0.4 s would fail the task instead of retrying it.
+        if kwargs.get("countdown"):
+            kwargs["countdown"] = math.ceil(kwargs["countdown"])
+        return super().retry(*args, **kwargs)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         job_id = (kwargs or {}).get("job_id")

@@ -2,12 +2,17 @@
 # Start one MAIE worker pool as its definition in workers/<pool>.env says:
 #   celery -A maie worker -Q <queue> -P <pool type> -c <concurrency> -n <pool>@%h -E
 #
-#   scripts/start-worker.sh enhance|summary|asr [--detach] [extra celery worker arguments]
+#   scripts/start-worker.sh enhance|summary|asr [--detach] [--no-supervise] [extra celery worker arguments]
 #
-# Foreground by default (the script becomes the worker: compose.yaml runs it this way). With
-# --detach the worker runs in the background with its pid in run/worker-<pool>.pid and its output
-# in logs/worker-<pool>.out, and the script returns once the worker is ready, or fails with the
-# last lines of that output. Stop detached processes with scripts/kill_maie.sh.
+# The worker is supervised (scripts/lib/supervise.sh): restarted with backoff when it exits
+# unexpectedly (a crash, SIGKILL, the out-of-memory killer), stopped for good by SIGTERM to the
+# supervisor (scripts/kill_maie.sh, `docker compose stop`, systemd). --no-supervise runs Celery
+# directly, for a service manager that restarts it itself (the systemd unit in docs/OPERATIONS.md).
+#
+# Foreground by default (the script becomes the supervisor: compose.yaml runs it this way). With
+# --detach the supervisor runs in the background with its pid in run/worker-<pool>.pid and the
+# worker's output in logs/worker-<pool>.out, and the script returns once the worker is ready, or
+# fails with the last lines of that output. Stop detached processes with scripts/kill_maie.sh.
 #
 # Concurrency: WORKER_CONCURRENCY, else the pool file's CONCURRENCY_<LLM_BACKEND> (16 requests in
 # flight for vllm_server, LLM_ENHANCE__MAX_NUM_SEQS / LLM_SUM__MAX_NUM_SEQS for local_vllm), read
@@ -16,7 +21,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: scripts/start-worker.sh enhance|summary|asr [--detach] [extra celery worker arguments]" >&2
+    echo "usage: scripts/start-worker.sh enhance|summary|asr [--detach] [--no-supervise] [extra celery worker arguments]" >&2
     exit "${1:-2}"
 }
 
@@ -37,13 +42,14 @@ if [[ ! $pool =~ ^[a-z0-9_-]+$ || ! -f $pool_file ]]; then
 fi
 
 detach=0
+supervise=1
 extra=()
 for arg in "$@"; do
-    if [[ $arg == --detach ]]; then
-        detach=1
-    else
-        extra+=("$arg")
-    fi
+    case "$arg" in
+    --detach) detach=1 ;;
+    --no-supervise) supervise=0 ;;
+    *) extra+=("$arg") ;;
+    esac
 done
 
 pool_POOL="" pool_QUEUE="" pool_POOL_TYPE="" pool_SERVER_SETTINGS="" pool_ENGINE_SETTINGS=""
@@ -69,6 +75,9 @@ worker_ready() {
     [[ $(tail -c "+$3" "$2") == *" ready."* ]]
 }
 
+if ((supervise)); then
+    cmd=(scripts/lib/supervise.sh "worker-$pool" "${cmd[@]}")
+fi
 if ((detach)); then
     start_detached "worker-$pool" worker_ready "${MAIE_READY_TIMEOUT:-120}" "${cmd[@]}"
 else

@@ -22,6 +22,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import brokers  # noqa: E402
 from fake_openai import FakeServerProcess  # noqa: E402
 
 
@@ -54,20 +55,36 @@ def _alive(pid: int) -> bool:
 
 
 REDIS_URL = os.environ.get("MAIE_TEST_REDIS") or _claim_redis_db()
-# The test process's own Celery app reads these once, at import: point it at the tests' Redis DB.
-os.environ["CELERY_BROKER_URL"] = REDIS_URL
+# The broker: the same Redis DB, or with MAIE_TEST_BROKER=amqp a RabbitMQ virtual host of this
+# session's own (tests/brokers.py). The result backend and the job store are Redis either way.
+SESSION_VHOST: brokers.Vhost | None = None
+if brokers.BROKER == "amqp":
+    brokers.remove_stale_vhosts()
+    SESSION_VHOST = brokers.Vhost()
+BROKER_URL = SESSION_VHOST.url if SESSION_VHOST is not None else REDIS_URL
+# The test process's own Celery app reads these once, at import: point it at the tests' broker and DB.
+os.environ["CELERY_BROKER_URL"] = BROKER_URL
 os.environ["CELERY_RESULT_BACKEND"] = REDIS_URL
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests under tests/integration and tests/engine carry their tier's marker automatically.
+    # On RabbitMQ only the tests marked `broker` run: the others look into Redis' queues.
+    redis_only = pytest.mark.skip(reason="runs on the Redis broker only (not marked `broker`)")
     for item in items:
         path = str(item.fspath)
         if f"{os.sep}integration{os.sep}" in path:
             item.add_marker(pytest.mark.integration)
+            if brokers.BROKER == "amqp" and item.get_closest_marker("broker") is None:
+                item.add_marker(redis_only)
         if f"{os.sep}engine{os.sep}" in path:
             item.add_marker(pytest.mark.engine)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if SESSION_VHOST is not None:
+        SESSION_VHOST.delete()
 
 
 @pytest.fixture(autouse=True)
@@ -100,9 +117,16 @@ def clean_redis(client: redis.Redis) -> None:
         client.delete(queue)
 
 
+def clean_broker() -> None:
+    """On RabbitMQ, empty the session's queues (on Redis, clean_redis did)."""
+    if SESSION_VHOST is not None:
+        SESSION_VHOST.purge("enhance", "summary")
+
+
 @pytest.fixture
 def fresh_redis(redis_client: redis.Redis) -> redis.Redis:
     clean_redis(redis_client)
+    clean_broker()
     return redis_client
 
 
@@ -133,7 +157,7 @@ def base_env(**extra: str) -> dict[str, str]:
         if not k.startswith(("LLM_", "CELERY_", "CHUNK_", "ENHANCE_", "QUEUE_", "TASK_"))
     }
     env.update(
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=BROKER_URL,
         CELERY_RESULT_BACKEND=REDIS_URL,
         LLM_SERVER__REQUEST_TIMEOUT_SECONDS="10",
         TASK_RETRY_BACKOFF_MAX="1",
@@ -220,6 +244,7 @@ def dual_workers(
     (other settings, same queues) never has these take its tasks.
     """
     clean_redis(redis_client)
+    clean_broker()
     log_dir = tmp_path_factory.mktemp("dual-workers")
     env = dual_env(server_a, server_b)
     workers = {q: start_worker(q, env, log_dir) for q in ("enhance", "summary")}

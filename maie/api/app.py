@@ -53,7 +53,7 @@ from maie.errors import BackendUnavailable, ConfigError, InputError, MaieError
 from maie.inputs import TranscriptText
 from maie.logs import set_pool, setup_logging
 from maie.settings import TASKS, Settings, load_settings, mask_url
-from maie.submit import Job, queue_depth, submit
+from maie.submit import Job, queue_depths, submit
 from maie.templates import Template, list_templates, load_template
 
 __all__ = ["create_app", "INSECURE_ENV"]
@@ -407,9 +407,9 @@ def _model_info(s: Settings, task: str) -> ModelInfo:
 def _health(s: Settings) -> HealthResponse:
     depths: dict[str, int] = {}
     try:
-        depths = {q: queue_depth(s, q) for q in QUEUES}
+        depths = queue_depths(s)
         connected = True
-    except redis.RedisError:
+    except (redis.RedisError, BackendUnavailable):  # BackendUnavailable: RabbitMQ unreachable
         connected = False
     pools: dict[str, list[str]] = {q: [] for q in QUEUES}
     if connected:

@@ -36,6 +36,7 @@ def chat_requests(server: FakeServerProcess) -> list[dict[str, object]]:
     return [e for e in server.log() if str(e["path"]).endswith("/chat/completions")]
 
 
+@pytest.mark.broker
 def test_one_chunk_job_uses_enhance_server_a_and_summary_server_b(
     dual: dict[str, Worker], server_a: FakeServerProcess, server_b: FakeServerProcess
 ) -> None:
@@ -62,6 +63,7 @@ def test_one_chunk_job_uses_enhance_server_a_and_summary_server_b(
     assert result.metrics["summary"].completion_tokens > 0
 
 
+@pytest.mark.broker
 def test_many_chunks_keep_their_order(dual: dict[str, Worker], server_a: FakeServerProcess) -> None:
     item = load_jsonl("summary_dev.jsonl")[0]
     transcript = str(item["transcript"])

@@ -46,12 +46,16 @@ def job_keys(rig: Rig) -> set[str]:
 
 
 def queued(rig: Rig) -> tuple[int, int]:
+    if rig.vhost is not None:
+        enhance, summary = rig.vhost.ready("enhance", "summary")
+        return enhance, summary
     return rig.client.llen("enhance"), rig.client.llen("summary")
 
 
 # -- 5. backpressure -----------------------------------------------------------------------------
 
 
+@pytest.mark.broker
 def test_full_queue_refuses_at_once_with_one_line_and_queues_nothing(rig: Rig, tmp_path: Path) -> None:
     settings = rig.settings(queue_max_depth=3, chunk_max_tokens=40)
     # No worker consumes: the first job's chunks stay queued, past the limit.
@@ -140,6 +144,7 @@ def cancel_mid_enhancement(rig: Rig, cancel: Callable[[Job], None]) -> Job:
     return job
 
 
+@pytest.mark.broker
 def test_cancel_revokes_pending_chunks_and_the_summary_by_api_and_cli(rig: Rig, tmp_path: Path) -> None:
     env = rig.env(LLM_SERVER__REQUEST_TIMEOUT_SECONDS="2", TASK_MAX_RETRIES="3", TASK_RETRY_BACKOFF_MAX="1")
     rig.start(env, enhance=2, summary=1)

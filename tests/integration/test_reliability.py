@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import redis
+from brokers import BROKER, Vhost
 from conftest import Worker, dual_env, start_worker
 from fake_openai import FakeOpenAIServer, FakeServerProcess
 
@@ -104,12 +105,12 @@ class PrivateRedis:
         self.stop()
 
 
-def release_clients(url: str) -> None:
-    """Close this process's connections to a test's Redis (its Celery app and its job store)."""
+def release_clients(url: str, broker_url: str | None = None) -> None:
+    """Close this process's connections to a test's Redis and broker (its Celery app, its job store)."""
     from maie import celery as maie_celery
     from maie.store import _client
 
-    app = maie_celery._apps.pop((url, url), None)
+    app = maie_celery._apps.pop((broker_url or url, url), None)
     if app is not None:
         backend = app._backend
         if backend is not None:
@@ -137,28 +138,41 @@ def stop_workers(workers: list[Worker], timeout: float = 20) -> None:
 
 
 class Rig:
-    """A private Redis, fake servers A (enhance) and B (summary), and worker processes on demand."""
+    """A private Redis, fake servers A (enhance) and B (summary), and worker processes on demand.
+
+    The broker is the private Redis, or with MAIE_TEST_BROKER=amqp a RabbitMQ virtual host of the
+    rig's own (the private Redis then holds results and job records only).
+    """
 
     def __init__(
-        self, redis_server: PrivateRedis, a: FakeServerProcess, b: FakeServerProcess, log_dir: Path
+        self,
+        redis_server: PrivateRedis,
+        a: FakeServerProcess,
+        b: FakeServerProcess,
+        log_dir: Path,
+        vhost: Vhost | None = None,
     ) -> None:
         self.redis = redis_server
+        self.vhost = vhost
         self.a = a
         self.b = b
         self.log_dir = log_dir
         self.client = redis_server.client()
         self.workers: list[Worker] = []
 
+    @property
+    def broker_url(self) -> str:
+        return self.vhost.url if self.vhost is not None else self.redis.url
+
     def env(self, **extra: str) -> dict[str, str]:
-        """The workers' environment: endpoints A and B, this rig's Redis, and `extra`."""
-        env = dual_env(self.a, self.b, CELERY_BROKER_URL=self.redis.url, CELERY_RESULT_BACKEND=self.redis.url)
-        return {**env, **extra}
+        """The workers' environment: endpoints A and B, this rig's Redis and broker, and `extra`."""
+        env = dual_env(self.a, self.b, CELERY_BROKER_URL=self.broker_url)
+        return {**env, "CELERY_RESULT_BACKEND": self.redis.url, **extra}
 
     def settings(self, **overrides: Any) -> Settings:
         """This process's settings for submitting to and following jobs on this rig's Redis."""
-        return load_settings(
-            env_file=None, celery_broker_url=self.redis.url, celery_result_backend=self.redis.url, **overrides
-        )
+        urls = {"celery_broker_url": self.broker_url, "celery_result_backend": self.redis.url}
+        return load_settings(env_file=None, **urls, **overrides)
 
     def worker(self, queue: str, env: dict[str, str], concurrency: int = 4) -> Worker:
         return self.start(env, **{queue: concurrency})[queue]
@@ -185,8 +199,10 @@ class Rig:
 
     def close(self) -> None:
         stop_workers(self.workers)
-        release_clients(self.redis.url)
+        release_clients(self.redis.url, self.broker_url)
         self.redis.close()
+        if self.vhost is not None:
+            self.vhost.delete()
 
 
 @contextlib.contextmanager
@@ -195,9 +211,10 @@ def open_rig(
 ) -> Iterator[Rig]:
     a.reset()
     b.reset()
+    vhost = Vhost() if BROKER == "amqp" else None
     private = PrivateRedis(tmp_path / "redis", appendonly=appendonly)
     private.start()
-    rig = Rig(private, a, b, tmp_path / "workers")
+    rig = Rig(private, a, b, tmp_path / "workers", vhost)
     try:
         yield rig
     finally:
@@ -265,6 +282,10 @@ def assert_complete_once(result: JobResult, source: str, n: int) -> None:
 
 def no_message_left(rig: Rig) -> bool:
     """Nothing waiting in the queues and nothing delivered but unacknowledged."""
+    if rig.vhost is not None:
+        queues = rig.vhost.queues()
+        unacked = sum(queues.get(q, (0, 0))[1] for q in ("enhance", "summary"))
+        return rig.vhost.ready("enhance", "summary") == (0, 0) and unacked == 0
     c = rig.client
     return c.llen("enhance") + c.llen("summary") + c.hlen("unacked") == 0
 
@@ -282,6 +303,7 @@ def maie_cli(
 # -- 1. a worker killed mid-task -----------------------------------------------------------------
 
 
+@pytest.mark.broker
 def test_worker_killed_mid_chunk_is_redelivered_and_the_job_completes_once(rig: Rig) -> None:
     env = rig.env(BROKER_VISIBILITY_TIMEOUT="5")
     first = rig.start(env, enhance=2, summary=1)["enhance"]
@@ -310,6 +332,7 @@ def test_worker_killed_mid_chunk_is_redelivered_and_the_job_completes_once(rig: 
     assert all(deliveries[f"chunk {i}:0"] in ("1", "2") for i in range(n))
 
 
+@pytest.mark.broker
 def test_a_chunk_that_keeps_killing_its_worker_fails_the_job_instead_of_looping(rig: Rig) -> None:
     from maie.tasks import MAX_DELIVERIES
 
@@ -329,6 +352,7 @@ def test_a_chunk_that_keeps_killing_its_worker_fails_the_job_instead_of_looping(
 # -- 2. warm shutdown ----------------------------------------------------------------------------
 
 
+@pytest.mark.broker
 def test_warm_shutdown_finishes_running_chunks_takes_nothing_new_and_loses_nothing(rig: Rig) -> None:
     env = rig.env(BROKER_VISIBILITY_TIMEOUT="5")
     first = rig.start(env, enhance=2, summary=1)["enhance"]
@@ -356,6 +380,7 @@ def test_warm_shutdown_finishes_running_chunks_takes_nothing_new_and_loses_nothi
 # -- 3. the LLM endpoint down, hanging, flapping -------------------------------------------------
 
 
+@pytest.mark.broker
 def test_llm_connection_refused_fails_after_bounded_retries_naming_stage_endpoint_and_cause(
     rig: Rig, tmp_path: Path
 ) -> None:
@@ -382,6 +407,7 @@ def test_llm_connection_refused_fails_after_bounded_retries_naming_stage_endpoin
     assert "at stage enhance (chunk 0): backend_unavailable" in proc.stderr and dead in proc.stderr
 
 
+@pytest.mark.broker
 def test_llm_down_then_back_up_in_time_completes(rig: Rig) -> None:
     port = free_port()
     env = rig.env(
@@ -401,6 +427,7 @@ def test_llm_down_then_back_up_in_time_completes(rig: Rig) -> None:
     assert served == [200]
 
 
+@pytest.mark.broker
 def test_llm_flapping_500_and_429_is_retried_with_backoff_and_completes(rig: Rig) -> None:
     rig.start(rig.env(TASK_MAX_RETRIES="10", TASK_RETRY_BACKOFF_MAX="1"), enhance=4, summary=1)
     # Seeded: the first requests are hit by both faults, whichever chunk sends them; a chunk failing
