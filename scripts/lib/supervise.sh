@@ -68,11 +68,17 @@ while :; do
     if ((stopping)); then
         kill -TERM "$child" 2>/dev/null || true
     fi
-    # `wait` returns early when a trapped signal arrives; wait again until the child is gone.
+    # `wait` returns early (128 + signal) when a trapped signal arrives: wait again while the child
+    # runs. Once it is gone, one more `wait` has its own status if the last one was cut short (bash
+    # keeps it; an older bash that does not answers 127, and the status already read stands).
     while :; do
         wait "$child"
         status=$?
-        kill -0 "$child" 2>/dev/null || break
+        kill -0 "$child" 2>/dev/null && continue
+        wait "$child" 2>/dev/null
+        again=$?
+        ((again == 127)) || status=$again
+        break
     done
     child=0
     ran=$((SECONDS - started))

@@ -161,7 +161,10 @@ def test_each_gpu_worker_consumes_its_queue_and_calls_its_own_vllm_service(
     env = env_of(svc)
     assert env["LLM_BACKEND"] == "vllm_server"
     assert env[url_var] == f"http://{vllm}:8000/v1"
-    assert env["CELERY_BROKER_URL"].startswith("redis://redis:")
+    # Redis unless .env points MAIE_BROKER_URL at the `rabbitmq` option.
+    assert env["CELERY_BROKER_URL"] == "${MAIE_BROKER_URL:-redis://redis:6379/0}"
+    assert env["CELERY_RESULT_BACKEND"].startswith("redis://redis:")
+    assert svc["depends_on"]["rabbitmq"] == {"condition": "service_healthy", "required": False}
     assert svc["depends_on"][vllm] == {"condition": "service_healthy"}
     assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert "--port" in services()[vllm]["command"]
@@ -276,8 +279,10 @@ def test_plain_up_starts_the_whole_gpu_stack_and_nothing_requires_a_variable() -
         text = (ROOT / file).read_text()
         # `${VAR:?}` would stop `docker compose down` and `logs` too while VAR is unset.
         assert not re.search(r"\$\{\w+:?\?", text), file
+        # The profiles: the optional monitoring stack and the optional RabbitMQ broker; plain `up`
+        # leaves them out and needs nothing.
         profiled = {name for name, svc in services(file).items() if svc.get("profiles")}
-        assert profiled == set(MONITORING), file
+        assert profiled == {*MONITORING, "rabbitmq"}, file
     whole = {"redis", "vllm-enhance", "vllm-summary", "worker-enhance", "worker-summary", "flower", "api"}
     assert set(services()) >= whole
 
@@ -285,7 +290,7 @@ def test_plain_up_starts_the_whole_gpu_stack_and_nothing_requires_a_variable() -
 def test_cpu_file_has_no_gpu_service_and_runs_local_engines() -> None:
     cpu = services("compose.cpu.yaml")
     pools = {"worker-enhance", "worker-summary", "worker-asr"}
-    assert set(cpu) == {"redis", *pools, "flower", "api", *MONITORING}
+    assert set(cpu) == {"redis", "rabbitmq", *pools, "flower", "api", *MONITORING}
     assert not any(gpu_devices(svc) for svc in cpu.values())
     for worker, queue in (("worker-enhance", "enhance"), ("worker-summary", "summary")):
         svc = cpu[worker]
@@ -295,7 +300,7 @@ def test_cpu_file_has_no_gpu_service_and_runs_local_engines() -> None:
         assert "./models:/app/models:ro" in svc["volumes"]
         assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
     # The parts both stacks share are the same.
-    for shared in ("redis", "flower", "api", *MONITORING):
+    for shared in ("redis", "rabbitmq", "flower", "api", *MONITORING):
         assert cpu[shared] == services()[shared], shared
     assert compose("compose.cpu.yaml")["x-settings"] == compose()["x-settings"]
 
@@ -326,6 +331,19 @@ def test_asr_worker_consumes_the_asr_queue_without_downloads(file: str, device: 
     assert "asr@$$HOSTNAME" in " ".join(svc["healthcheck"]["test"])
     text = (ROOT / "Dockerfile").read_text()
     assert 'asr) pip install "/src[asr]"' in text and 'server) pip install "/src[audio]"' in text
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_rabbitmq_is_an_option_that_persists_and_reports_health(file: str) -> None:
+    rabbitmq = services(file)["rabbitmq"]
+    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert "ports" not in rabbitmq  # reached by the services of the file only
+    assert rabbitmq["volumes"][0].split(":")[0] in compose(file)["volumes"]
+    assert rabbitmq["healthcheck"]["test"][-1] == "ping"
+    for name, svc in services(file).items():
+        if "CELERY_BROKER_URL" in env_of(svc):
+            assert env_of(svc)["CELERY_BROKER_URL"] == "${MAIE_BROKER_URL:-redis://redis:6379/0}", name
+            assert svc["depends_on"]["rabbitmq"] == {"condition": "service_healthy", "required": False}
 
 
 def test_redis_persists_and_reports_health() -> None:
@@ -460,7 +478,7 @@ def test_api_service_runs_maie_api_which_requires_the_key(file: str) -> None:
     # Unset, `maie api` refuses to start; a `:?` here would stop `docker compose down` too.
     assert env_of(api)["SECRET_API_KEY"] == "${SECRET_API_KEY:-}"
     assert "profiles" not in api
-    assert env_of(api)["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+    assert env_of(api)["CELERY_BROKER_URL"] == "${MAIE_BROKER_URL:-redis://redis:6379/0}"
     assert "/health" in " ".join(api["healthcheck"]["test"])
 
 
