@@ -154,9 +154,11 @@ def test_redis_killed_three_times_with_tasks_in_flight_loses_no_job(
 ) -> None:
     pools.start("enhance", "summary")
     supervisors = {p: pid_of(pools.run_dir, f"worker-{p}") for p in ("enhance", "summary")}
-    server_a.faults([{"kind": "delay", "seconds": 1}])
+    # Enough work that chunks are in flight at each of the three kills: about 80 chunks of 1.5 s
+    # each on 4 threads, against three kills about 5 s apart.
+    server_a.faults([{"kind": "delay", "seconds": 1.5}])
     settings = settings_for(private_redis, chunk_max_tokens=40)
-    sources = [transcript(10, {i % 10: f"marker{i}"}) for i in range(6)]
+    sources = [transcript(16, {i: f"marker{i}"}) for i in range(10)]
     jobs = [submit(s, settings=settings) for s in sources]
     for kill in range(3):
         wait_for(f"chunks in flight before kill {kill + 1}", lambda: in_flight(server_a), 60)
