@@ -88,6 +88,10 @@ class JobStore:
         raw = self.redis.hgetall(self._key(job_id, "enhanced"))
         return {int(k): json.loads(v) for k, v in raw.items()}
 
+    def enhanced_one(self, job_id: str, index: int) -> dict[str, Any] | None:
+        raw = self.redis.hget(self._key(job_id, "enhanced"), str(index))
+        return None if raw is None else dict(json.loads(raw))
+
     def enhanced_count(self, job_id: str) -> int:
         return int(self.redis.hlen(self._key(job_id, "enhanced")))
 

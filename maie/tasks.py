@@ -138,6 +138,13 @@ def _count_delivery(task: MaieTask, job_id: str, what: str) -> None:
 )
 def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     _check_cancelled(job_id)
+    done = store().enhanced_one(job_id, index)
+    if done is not None:
+        # Delivered again after it finished: its acknowledgement was lost with a broker connection
+        # (a Redis restart). Nothing to do, and no delivery counted against a worker that did not
+        # die: three restarts in a row would otherwise fail the job with worker_lost.
+        log.info("chunk %d: already enhanced; delivered again after a lost acknowledgement", index)
+        return {k: done.get(k) for k in ("index", "degraded", "failed", "edit_rate")}
     _count_delivery(self, job_id, f"chunk {index}")
     text = store().raw_chunk(job_id, index)
     if text is None:
