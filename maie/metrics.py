@@ -110,12 +110,11 @@ class MaieCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-        from maie.celery import QUEUES
-        from maie.submit import queue_depth
+        from maie.submit import queue_depths
 
         depth = GaugeMetricFamily("maie_queue_depth", "Messages waiting in a queue", labels=["queue"])
-        for queue in QUEUES:
-            depth.add_metric([queue], queue_depth(self.settings, queue))
+        for queue, waiting in queue_depths(self.settings).items():
+            depth.add_metric([queue], waiting)
         yield depth
 
         raw = _client(self.settings.celery_result_backend).hgetall(KEY)
