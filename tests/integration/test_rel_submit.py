@@ -144,7 +144,6 @@ def cancel_mid_enhancement(rig: Rig, cancel: Callable[[Job], None]) -> Job:
     return job
 
 
-@pytest.mark.broker
 def test_cancel_revokes_pending_chunks_and_the_summary_by_api_and_cli(rig: Rig, tmp_path: Path) -> None:
     env = rig.env(LLM_SERVER__REQUEST_TIMEOUT_SECONDS="2", TASK_MAX_RETRIES="3", TASK_RETRY_BACKOFF_MAX="1")
     rig.start(env, enhance=2, summary=1)
