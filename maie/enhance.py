@@ -122,10 +122,12 @@ def reply_budget(
     if mode == "free":
         return budget
     # A constrained reply cannot ramble, but the model may spell a word in short tokens where the
-    # tokenizer would use one. Every token holds at least a byte, so the chunk's bytes plus a mark
-    # per word bound any reply the pattern allows; the context and the configured cap still rule.
+    # tokenizer would use one (the development model took 3-4 per word). Every token holds at least
+    # a byte, so the chunk's bytes plus a mark per word bound any reply the pattern allows: that
+    # bound replaces LLM_ENHANCE__MAX_TOKENS, whose job (stopping a rambling reply) the pattern
+    # does; only the context still limits it.
     bound = len(chunk_text.encode()) + len(chunk_text.split()) + 8
-    return min(room, max(budget, min(cfg.max_tokens, bound)))
+    return min(room, max(budget, bound))
 
 
 def max_chunk_tokens(context: int, cfg: LlmTaskSettings) -> int:

@@ -130,7 +130,9 @@ def test_a_constrained_reply_may_use_the_room_left_in_the_context() -> None:
     assert free is not None and constrained is not None
     # Bytes plus a mark per word bound any reply the pattern allows, however it is tokenized.
     assert constrained >= len(text.encode()) + len(text.split()) > free
-    assert reply_budget(backend, text, LlmTaskSettings(max_tokens=150), "constrained") == 150
+    # LLM_ENHANCE__MAX_TOKENS caps a free reply, not a constrained one (the pattern cannot ramble).
+    assert reply_budget(backend, text, LlmTaskSettings(max_tokens=150), "free") == 150
+    assert reply_budget(backend, text, LlmTaskSettings(max_tokens=150), "constrained") == constrained
     # Never more than the context leaves.
     tight = ScriptedBackend([], max_model_len=400)
     room = reply_budget(tight, text, CFG, "constrained")
