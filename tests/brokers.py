@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 BROKER = os.environ.get("MAIE_TEST_BROKER", "redis").strip().lower() or "redis"
 if BROKER not in ("redis", "amqp"):
@@ -30,10 +31,13 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
             "MAIE_TEST_BROKER=amqp needs rabbitmqctl (on PATH, with the rights to run it) to give "
             "each test session a virtual host of its own"
         )
-    proc = subprocess.run([exe, "-q", *args], capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout}")
-    return proc.stdout
+    # On a loaded machine the CLI's own Erlang node sometimes fails to reach RabbitMQ's: try again.
+    for attempt in range(3):
+        proc = subprocess.run([exe, "-q", *args], capture_output=True, text=True, timeout=timeout)
+        if proc.returncode == 0:
+            return proc.stdout
+        time.sleep(1 + attempt)
+    raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout}")
 
 
 def _alive(pid: int) -> bool:
