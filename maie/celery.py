@@ -4,8 +4,12 @@ Reliability settings and why (see docs/OPERATIONS.md):
 - acks_late + reject_on_worker_lost: a chunk whose worker dies is redelivered, not lost; tasks write
   their results idempotently, keyed by job and chunk, so running twice is harmless.
 - prefetch 1 per thread: a pool reserves only what it can run now.
-- the visibility timeout outlasts the longest task with all its retry countdowns, or Redis would
-  hand a still-running task to a second worker.
+- the visibility timeout outlasts one task message: its retry countdown plus one run (each retry
+  is a new message), or Redis would hand a still-running task to a second worker.
+- not `worker_cancel_long_running_tasks_on_connection_loss`: the threads pool cannot cancel a
+  running task (every reconnection logged "Failed to cancel active request" with a
+  NotImplementedError); a task whose acknowledgement is lost with the connection is delivered
+  again, and writes the same records.
 - result_expires outlasts any job: the chord counter lives under it.
 - the threads pool: LLM calls wait on the network or on one shared engine, and vLLM's engine spawns
   processes, which a daemonic prefork child cannot do.
@@ -32,6 +36,7 @@ __all__ = [
     "app_for",
     "celery_config",
     "default_node_name",
+    "visibility_timeout",
     "QUEUES",
     "TASK_ROUTES",
     "startup_settings",
@@ -52,8 +57,14 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
 RESULT_EXPIRES = 7 * 86400
 
 
+def visibility_timeout(settings: Settings) -> int:
+    """Seconds before Redis hands an unacknowledged message to another worker. Every retry
+    countdown stays below it (see maie.tasks), or a task waiting to retry would run twice."""
+    return settings.broker_visibility_timeout or max(3600, int(settings.max_message_seconds * 2))
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    visibility = settings.broker_visibility_timeout or max(3600, int(settings.max_task_seconds * 2))
+    visibility = visibility_timeout(settings)
     return {
         "broker_url": settings.celery_broker_url,
         "result_backend": settings.celery_result_backend,
@@ -79,7 +90,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": True,
     }
@@ -216,10 +226,14 @@ def _on_setup_logger(**_: Any) -> None:
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     """Bind each consumed task's backend now, so the log says which endpoint and model it uses."""
     from maie.backends import bound_queues, discover_backends, get_backend
+    from maie.reconcile import start_reconciler
+    from maie.tasks import store
 
     queues = bound_queues() or set(QUEUES)
     tasks = [t for t in TASKS if t in queues]
     log.info("worker ready: queues=%s backend=%s", ",".join(sorted(queues)), startup_settings.llm_backend)
+    # Every pool watches for jobs that stopped making progress (maie.reconcile), one at a time.
+    start_reconciler(sender.app if sender is not None else app, startup_settings, store())
 
     if "asr" in queues:
         # The recognition model loads off the start-up path too; the first task waits for it.
@@ -259,7 +273,9 @@ def _load_asr_model() -> None:
 @signals.worker_shutdown.connect
 def _on_worker_shutdown(**_: Any) -> None:
     from maie.backends import reset_backends
+    from maie.reconcile import stop_reconciler
 
+    stop_reconciler()
     reset_backends()
 
 

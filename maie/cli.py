@@ -1,6 +1,7 @@
 """The `maie` command line: submit, follow and inspect jobs, templates and configuration.
 
-Errors print one line on stderr. Exit codes: 0 ok, 1 the job or a check failed, 2 the input or the
+Errors print one line on stderr. Exit codes: 0 ok; 1 the job or a check failed, or a service it
+needs (Redis, the broker) could not be reached: trying again later can help; 2 the input or the
 configuration was refused (nothing was queued).
 """
 
@@ -116,7 +117,10 @@ def _follow(job: Job, timeout: float) -> JobResult:
     ) as progress:
         bar = progress.add_task("enhance", total=1)
         while True:
-            status = job.status()
+            try:
+                status = job.status()
+            except MaieError as exc:
+                fail(exc)
             if status.state == "UNKNOWN":
                 fail(InputError(f"no job {job.id} (unknown id, or its records expired)"))
             total = max(status.chunks_total, 1)
@@ -127,7 +131,10 @@ def _follow(job: Job, timeout: float) -> JobResult:
                 description=status.stage or status.state.lower(),
             )
             if status.state in ("SUCCESS", "FAILURE", "CANCELLED"):
-                result = job.result()
+                try:
+                    result = job.result()
+                except MaieError as exc:
+                    fail(exc)
                 assert result is not None  # the job has ended: its result or its error is stored
                 progress.update(bar, completed=total, description=result.status.lower())
                 return result
@@ -180,7 +187,10 @@ def status(job_id: str) -> None:
     """Show a job's state and chunk progress."""
     from maie.submit import Job
 
-    st = Job(job_id, settings()).status()
+    try:
+        st = Job(job_id, settings()).status()
+    except MaieError as exc:
+        fail(exc)
     if st.state == "UNKNOWN":
         fail(InputError(f"no job {job_id} (unknown id, or its records expired)"))
     line = f"{st.job_id} {st.state} chunks {st.chunks_done}/{st.chunks_total}"
@@ -216,9 +226,12 @@ def cancel(job_id: str) -> None:
     from maie.submit import Job
 
     job = Job(job_id, settings())
-    if job.status().state == "UNKNOWN":
-        fail(InputError(f"no job {job_id} (unknown id, or its records expired)"))
-    job.cancel()
+    try:
+        if job.status().state == "UNKNOWN":
+            fail(InputError(f"no job {job_id} (unknown id, or its records expired)"))
+        job.cancel()
+    except MaieError as exc:
+        fail(exc)
     out.print(f"{job_id} cancelled", markup=False)
 
 

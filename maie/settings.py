@@ -180,9 +180,19 @@ class Settings(BaseSettings):
     secret_api_key: SecretStr | None = None
     api_max_upload_bytes: int = Field(default=100_000_000, gt=0)
 
-    # Retries of retryable LLM errors (connection refused, timeout, 429, 5xx).
-    task_max_retries: int = Field(default=5, ge=0)
+    # Retryable LLM errors (connection refused, reset, timeout, 429, 5xx) are retried with capped
+    # exponential backoff and full jitter until this many seconds after a task's first failure:
+    # a budget in time, so a server that takes minutes to restart does not fail jobs.
+    task_retry_deadline_seconds: int = Field(default=900, gt=0)
     task_retry_backoff_max: int = Field(default=60, gt=0)
+    # Optional extra bound on the number of failed calls a task may retry; unset: only the deadline.
+    task_max_retries: int | None = Field(default=None, ge=0)
+
+    # Jobs that made no progress for this long (no task started, no LLM call began or ended) are
+    # checked: the chunk tasks or the summary that are missing are sent again, at most
+    # JOB_MAX_REDISPATCHES times; then the job fails naming what went missing.
+    job_stall_seconds: float = Field(default=1800, gt=0)
+    job_max_redispatches: int = Field(default=3, ge=0)
 
     # Worker pools.
     worker_concurrency: int | None = None
@@ -225,10 +235,12 @@ class Settings(BaseSettings):
         )
 
     @property
-    def max_task_seconds(self) -> float:
-        """An upper bound on one task's run, retries included: sizes the visibility timeout."""
-        per_call = self.llm_server.request_timeout_seconds
-        return (self.task_max_retries + 1) * (per_call + self.task_retry_backoff_max) + per_call
+    def max_message_seconds(self) -> float:
+        """An upper bound on how long one task message stays unacknowledged: its retry countdown
+        (held by the worker) plus one run of a few LLM calls. Sizes the visibility timeout; each
+        retry is a new message, so the retry deadline does not add up here."""
+        per_call = max(self.llm_server.request_timeout_seconds, 1.0)
+        return self.task_retry_backoff_max + 3 * per_call
 
 
 def mask_url(url: str) -> str:

@@ -16,9 +16,16 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-__all__ = ["JobStore"]
+__all__ = ["JobStore", "ACTIVE", "REDISPATCHED"]
 
 PREFIX = "maie:job:"
+# Jobs not yet ended, scored by when they last made progress (or are next expected to: a retry
+# countdown's end). The reconciler (maie.reconcile) reads it; an ended job leaves it.
+ACTIVE = "maie:active"
+# Jobs whose chord lost a chunk task: their final task is sent by the reconciler, not the chord.
+REDISPATCHED = "maie:redispatched"
+# Per queue: the creation time of the newest job a task of which has started from that queue.
+HEADS = "maie:heads"
 
 
 @lru_cache(maxsize=8)
@@ -54,10 +61,20 @@ class JobStore:
             pipe.expire(self._key(job_id, part), self.ttl)
         pipe.execute()
 
+    def delete(self, job_id: str) -> None:
+        """Forget a job that was never queued (its canvas could not be sent)."""
+        parts = ("", "raw", "enhanced", "partials", "result", "error", "deliveries", "retries")
+        self.redis.delete(*(self._key(job_id, p) for p in parts))
+        self._ended(job_id)
+
     def exists(self, job_id: str) -> bool:
         # The fields written at creation, not just the key: a task finishing after Redis lost the
         # job (a restart without persistence) may write a stray field, which is no job.
         return bool(self.redis.hexists(self._key(job_id), "n_chunks"))
+
+    def created_at(self, job_id: str) -> float | None:
+        value = self.redis.hget(self._key(job_id), "created_at")
+        return None if value is None else float(json.loads(str(value)))
 
     def meta(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.hgetall(self._key(job_id))
@@ -122,6 +139,7 @@ class JobStore:
 
     def put_result(self, job_id: str, result_json: str) -> None:
         self.redis.set(self._key(job_id, "result"), result_json, ex=self.ttl)
+        self._ended(job_id)
 
     def result(self, job_id: str) -> str | None:
         value = self.redis.get(self._key(job_id, "result"))
@@ -129,7 +147,9 @@ class JobStore:
 
     def put_error(self, job_id: str, error: dict[str, Any]) -> bool:
         """Record why the job failed; the first failure wins (later ones are its consequences)."""
-        return bool(self.redis.set(self._key(job_id, "error"), json.dumps(error), ex=self.ttl, nx=True))
+        first = bool(self.redis.set(self._key(job_id, "error"), json.dumps(error), ex=self.ttl, nx=True))
+        self._ended(job_id)
+        return first
 
     def error(self, job_id: str) -> dict[str, Any] | None:
         value = self.redis.get(self._key(job_id, "error"))
@@ -146,6 +166,7 @@ class JobStore:
     def cancel(self, job_id: str) -> None:
         # The first cancellation's time stays: cancelling twice does not move when the job ended.
         self.redis.set(self._key(job_id, "cancelled"), repr(time.time()), ex=self.ttl, nx=True)
+        self._ended(job_id)
 
     def cancelled(self, job_id: str) -> bool:
         return bool(self.redis.exists(self._key(job_id, "cancelled")))
@@ -157,6 +178,74 @@ class JobStore:
         except ValueError:  # marked by an older release, without its time
             return None
 
+    # -- progress, for the reconciler ------------------------------------------------------------
+    def touch(self, job_id: str, at: float | None = None) -> None:
+        """The job made progress now (or is expected to at `at`, the end of a retry countdown).
+        Never moves a job's mark back; a job that has ended is not brought back."""
+        at = time.time() if at is None else at
+        self.redis.zadd(ACTIVE, {job_id: at}, xx=True, gt=True)
+
+    def activate(self, job_id: str) -> None:
+        self.redis.zadd(ACTIVE, {job_id: time.time()})
+
+    def _ended(self, job_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(ACTIVE, job_id)
+        pipe.srem(REDISPATCHED, job_id)
+        pipe.execute()
+
+    def quiet_since(self, before: float, limit: int = 500) -> list[str]:
+        """Jobs that have not ended and made no progress after `before`."""
+        return [str(j) for j in self.redis.zrangebyscore(ACTIVE, "-inf", before, start=0, num=limit)]
+
+    def last_progress(self, job_id: str) -> float | None:
+        score = self.redis.zscore(ACTIVE, job_id)
+        return None if score is None else float(score)
+
+    def forget_active(self, job_id: str) -> None:
+        self._ended(job_id)
+
+    def mark_redispatched(self, job_id: str) -> None:
+        self.redis.sadd(REDISPATCHED, job_id)
+
+    def redispatched(self) -> list[str]:
+        return [str(j) for j in self.redis.smembers(REDISPATCHED)]
+
+    def claim(self, job_id: str, what: str) -> bool:
+        """True once per (job, what): for actions that must happen only once."""
+        return bool(self.redis.set(self._key(job_id, f"claim:{what}"), "1", nx=True, ex=self.ttl))
+
+    def note_head(self, queue: str, created_at: float) -> None:
+        self.redis.zadd(HEADS, {queue: created_at}, gt=True)
+
+    def head(self, queue: str) -> float | None:
+        score = self.redis.zscore(HEADS, queue)
+        return None if score is None else float(score)
+
+    def note_retry(self, job_id: str, what: str) -> tuple[float, int]:
+        """Count one more failed call of a task (e.g. "chunk 3"); returns (first failure time,
+        failed calls so far) of its retries."""
+        key = self._key(job_id, "retries")
+        raw = self.redis.hget(key, what)
+        state = json.loads(str(raw)) if raw is not None else {"since": time.time(), "failures": 0}
+        state["failures"] += 1
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, what, json.dumps(state))
+        pipe.expire(key, self.ttl)
+        pipe.execute()
+        return float(state["since"]), int(state["failures"])
+
+    def retry_since(self, job_id: str, what: str) -> float:
+        """When a task's retries began (its first failure, or its first wait on a cooldown)."""
+        key = self._key(job_id, "retries")
+        raw = self.redis.hget(key, what)
+        if raw is not None:
+            return float(json.loads(str(raw))["since"])
+        now = time.time()
+        self.redis.hset(key, what, json.dumps({"since": now, "failures": 0}))
+        self.redis.expire(key, self.ttl)
+        return now
+
     # -- idempotent submission -----------------------------------------------------------------
     def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
         """Bind `key` to `job_id`; returns the job already bound to it, if any."""
@@ -165,3 +254,18 @@ class JobStore:
             return None
         existing = self.redis.get(name)
         return None if existing is None else str(existing)
+
+    def release_idempotency_key(self, key: str, job_id: str) -> None:
+        """Unbind `key` if it is still bound to `job_id` (a job that could not be queued)."""
+        name = f"maie:idem:{key}"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.watch(name)  # type: ignore[no-untyped-call]
+        try:
+            if pipe.get(name) == job_id:
+                pipe.multi()
+                pipe.delete(name)
+                pipe.execute()
+        except redis.WatchError:
+            pass  # rebound meanwhile: not ours to release
+        finally:
+            pipe.reset()

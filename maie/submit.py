@@ -13,14 +13,16 @@ queue asr (maie/asr_tasks.py); recognition ends by sending the same canvas for t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import kombu.exceptions
 import redis
@@ -198,13 +200,50 @@ def submit(
             meta.update(input="audio", audio={"name": audio.name, **asdict(audio.info)})
             AudioStore(s.celery_result_backend, RESULT_EXPIRES).put_audio(job_id, audio.data)
             store.create(job_id, meta, [])
-            audio_canvas(app_for(s), job_id).apply_async()
+            canvas = audio_canvas(app_for(s), job_id)
         else:
             store.create(job_id, meta, [c.text for c in chunks])
-            job_canvas(app_for(s), job_id, len(chunks), chosen).apply_async()
+            canvas = job_canvas(app_for(s), job_id, len(chunks), chosen)
+        store.activate(job_id)
+        try:
+            canvas.apply_async()
+        except (kombu.exceptions.KombuError, OSError, redis.RedisError) as exc:
+            # Nothing was queued: forget the job and free its idempotency key for a new attempt.
+            with contextlib.suppress(redis.RedisError):
+                store.delete(job_id)
+                if idempotency_key:
+                    store.release_idempotency_key(idempotency_key, job_id)
+            raise BackendUnavailable(
+                f"cannot queue the job: broker {mask_url(s.celery_broker_url)} unreachable: {one_line(exc)}"
+            ) from None
     except redis.RedisError as exc:
-        raise BackendUnavailable(f"cannot reach Redis: {exc}") from None
+        raise BackendUnavailable(
+            f"cannot reach Redis at {mask_url(s.celery_result_backend)}: {one_line(exc)}"
+        ) from None
     return Job(job_id, s)
+
+
+def mask_url(url: str) -> str:
+    """A URL as logs and messages may show it: its password masked."""
+    parts = urlsplit(url)
+    if parts.password:
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":****@")))
+    return url
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _reaching_redis(settings: Settings) -> Iterator[None]:
+    """Redis errors as one-line MAIE errors, for the public methods of `Job`."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise BackendUnavailable(
+            f"cannot reach Redis at {mask_url(settings.celery_result_backend)}: {one_line(exc)}"
+        ) from None
 
 
 class Job:
@@ -223,6 +262,11 @@ class Job:
         return f"Job({self.id!r})"
 
     def status(self) -> JobStatus:
+        """The job's state and chunk progress; BackendUnavailable when Redis cannot be reached."""
+        with _reaching_redis(self._settings):
+            return self._status()
+
+    def _status(self) -> JobStatus:
         st = self._store
         if not st.exists(self.id):
             return JobStatus(job_id=self.id, state="UNKNOWN")
@@ -231,7 +275,7 @@ class Job:
         done = st.enhanced_count(self.id) if total else 0
         error = st.error(self.id)
         state: Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
-        final = self.result()  # one place decides how a job ended (success wins over a late cancel)
+        final = self._result()  # one place decides how a job ended (success wins over a late cancel)
         if final is not None:
             state = final.status
         elif done or app_for(self._settings).AsyncResult(self.id).state == "STARTED":
@@ -260,7 +304,12 @@ class Job:
         )
 
     def result(self) -> JobResult | None:
-        """The final result, or None while the job runs."""
+        """The final result, or None while the job runs; BackendUnavailable when Redis cannot be
+        reached."""
+        with _reaching_redis(self._settings):
+            return self._result()
+
+    def _result(self) -> JobResult | None:
         st = self._store
         raw = st.result(self.id)
         if raw is not None:
@@ -311,7 +360,7 @@ class Job:
         unreachable: redis.RedisError | None = None
         while True:
             try:
-                result = self.result()
+                result = self._result()
                 unreachable = None
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Redis restarting: the job's records come back with it; keep waiting.
@@ -329,13 +378,14 @@ class Job:
 
         A job that already ended (success or failure) keeps its outcome.
         """
-        try:
-            if self.result() is not None:
-                return
-        except InputError:
-            pass  # unknown or expired: marking it is harmless
-        self._store.cancel(self.id)
-        meta = self._store.meta(self.id) if self._store.exists(self.id) else {}
+        with _reaching_redis(self._settings):
+            try:
+                if self._result() is not None:
+                    return
+            except InputError:
+                pass  # unknown or expired: marking it is harmless
+            self._store.cancel(self.id)
+            meta = self._store.meta(self.id) if self._store.exists(self.id) else {}
         ids = [self.id] + [chunk_task_id(self.id, i) for i in range(int(meta.get("n_chunks", 0)))]
         ids += [asr_part_task_id(self.id, p) for p in range(int(meta.get("asr_parts", 0)))]
         app_for(self._settings).control.revoke(ids)

@@ -4,30 +4,35 @@
     summarize      (queue summary)  chord body: the chunks in order → schema-valid summary → result
     assemble       (queue summary)  chord body of enhance-only jobs: the chunks in order → result
 
-Retryable errors (`BackendUnavailable`) retry with exponential backoff and full jitter, a bounded
-number of times; every other error fails at once. Whatever fails is recorded against the job with
-its stage, code and chunk, so `Job.wait()` can say which stage failed and why.
+Retryable errors (`BackendUnavailable`) retry with capped exponential backoff and full jitter
+until the task's retry deadline (`TASK_RETRY_DEADLINE_SECONDS`), behind one cooldown per endpoint
+(maie.cooldown); every other error fails at once. Whatever fails is recorded against the job with
+its stage, code and chunk, so `Job.wait()` can say which stage failed and why. Every task start and
+LLM call marks its job's progress, which the reconciler (maie.reconcile) watches.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from functools import lru_cache
 from typing import Any
 
-from celery import Task
+from celery import Task as CeleryTask
 from celery.utils.time import get_exponential_backoff_interval
 
 from maie import metrics
-from maie.backends import get_backend
+from maie.backends import LLMBackend, get_backend
 from maie.canvas import notes_canvas
-from maie.celery import RESULT_EXPIRES, app, startup_settings
+from maie.celery import RESULT_EXPIRES, TASK_ROUTES, app, startup_settings, visibility_timeout
+from maie.cooldown import PROBE_WAIT_SECONDS, Cooldown, EndpointCoolingDown, EndpointDown, GuardedBackend
 from maie.enhance import SYSTEM_PROMPT as ENHANCE_PROMPT
 from maie.enhance import enhance_chunk_text
 from maie.errors import (
     BackendUnavailable,
+    ConfigError,
     ContextExceeded,
     InputError,
     JobCancelled,
@@ -36,7 +41,7 @@ from maie.errors import (
     WorkerLost,
 )
 from maie.result import JobError, JobResult, StageMetrics, build_result, version_of
-from maie.settings import Settings
+from maie.settings import Settings, Task
 from maie.store import JobStore
 from maie.summary import fits_in_one_call, partial_notes, plan_groups, summarize_text
 from maie.templates import load_template
@@ -55,10 +60,12 @@ def store() -> JobStore:
     return JobStore(settings().celery_result_backend, RESULT_EXPIRES, patient=True)
 
 
-class MaieTask(Task):  # type: ignore[type-arg]
+class MaieTask(CeleryTask):  # type: ignore[type-arg]
     """Records a task's final failure against its job before Celery stores the exception."""
 
     stage = "job"
+    # Retries are bounded in time by _retry_or_raise, not by Celery's count.
+    max_retries = None
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         # Whole seconds: on RabbitMQ, Celery sends a countdown through native delayed delivery,
@@ -83,18 +90,79 @@ class MaieTask(Task):  # type: ignore[type-arg]
         super().on_failure(exc, task_id, args, kwargs, einfo)  # type: ignore[arg-type]
 
 
-def _retry_or_raise(task: MaieTask, exc: BackendUnavailable, what: str) -> None:
-    """Schedule a retry with backoff while retries remain; else let the caller give up."""
+def _retry_or_raise(task: MaieTask, exc: BackendUnavailable, what: str) -> MaieError:
+    """Schedule a retry while the task's retry deadline allows; else return the error to raise.
+
+    The budget is in time (`TASK_RETRY_DEADLINE_SECONDS` from the task's first failure), with capped
+    exponential backoff and full jitter between calls. A task that found its endpoint cooling down
+    made no call: it comes back when the cooldown ends, and that wait counts against the deadline
+    but not against `TASK_MAX_RETRIES`.
+    """
     s = settings()
-    job_id = (task.request.kwargs or {}).get("job_id")
+    job_id = str((task.request.kwargs or {}).get("job_id", ""))
     if job_id:
         _check_cancelled(job_id)  # a call that ended after the job was cancelled is not retried
-    if task.request.retries < s.task_max_retries:
-        countdown = get_exponential_backoff_interval(
-            factor=1, retries=task.request.retries, maximum=s.task_retry_backoff_max, full_jitter=True
+    st = store()
+    now = time.time()
+    if isinstance(exc, EndpointCoolingDown):
+        since, failures = st.retry_since(job_id, what), None
+    else:
+        since, failures = st.note_retry(job_id, what)
+    spent = now - since
+    left = s.task_retry_deadline_seconds - spent
+    too_many = failures is not None and s.task_max_retries is not None and failures > s.task_max_retries
+    if left <= 0 or too_many:
+        bound = (
+            f"TASK_MAX_RETRIES={s.task_max_retries}"
+            if too_many
+            else f"TASK_RETRY_DEADLINE_SECONDS={s.task_retry_deadline_seconds}"
         )
-        log.warning("%s: %s; retry %d in %ss", what, exc, task.request.retries + 1, countdown)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=s.task_max_retries)
+        down = _endpoint_down(task)
+        where = f"; {down.describe(now)}" if down is not None else ""
+        return BackendUnavailable(f"{exc} (gave up after {spent:.0f} s of retries, {bound}{where})")
+    # A countdown is held by the worker unacknowledged: it must end well within the visibility
+    # timeout, or Redis would deliver the task a second time.
+    cap = min(float(s.task_retry_backoff_max), visibility_timeout(s) / 2, max(left, 0.0))
+    if isinstance(exc, EndpointCoolingDown):
+        countdown = min(cap, exc.retry_after + random.uniform(0, min(cap, PROBE_WAIT_SECONDS)))
+        log.info("%s: %s; waiting %.1f s", what, exc, countdown)
+    else:
+        countdown = min(
+            cap,
+            get_exponential_backoff_interval(
+                factor=1, retries=(failures or 1) - 1, maximum=int(cap) or 1, full_jitter=True
+            ),
+        )
+        log.warning("%s: %s; retry %d in %ss", what, exc, failures, round(countdown, 1))
+    if job_id:
+        st.touch(job_id, now + countdown)
+    raise task.retry(exc=exc, countdown=countdown)
+
+
+def _endpoint_down(task: MaieTask) -> EndpointDown | None:
+    """What is known about the endpoint of the task's stage, if it is marked down."""
+    s = settings()
+    if s.llm_backend != "vllm_server":
+        return None
+    return _cooldown(s.endpoint("enhance" if task.stage == "enhance" else "summary").base_url).state()
+
+
+def _cooldown(url: str) -> Cooldown:
+    s = settings()
+    return Cooldown(
+        store().redis,
+        url,
+        cap_seconds=min(s.task_retry_backoff_max, visibility_timeout(s) / 2),
+        probe_ttl=s.llm_server.request_timeout_seconds,
+    )
+
+
+def _backend(task: Task, job_id: str) -> LLMBackend:
+    """This process's backend for `task`, behind its endpoint's cooldown, reporting progress."""
+    s = settings()
+    inner = get_backend(task, s)
+    cooldown = _cooldown(inner.endpoint) if inner.kind == "vllm_server" else None
+    return GuardedBackend(inner, cooldown, lambda: store().touch(job_id))
 
 
 def _check_cancelled(job_id: str) -> None:
@@ -108,8 +176,13 @@ def _check_cancelled(job_id: str) -> None:
 MAX_DELIVERIES = 3
 
 
-def _count_delivery(task: MaieTask, job_id: str, what: str) -> None:
-    n = store().count_delivery(job_id, f"{what}:{task.request.retries}")
+def _started(task: MaieTask, job_id: str, what: str, redispatch: int = 0) -> None:
+    """Count this delivery of the task's attempt, and note the job's progress for the reconciler."""
+    # A task sent again by the reconciler counts its deliveries apart from the lost original's.
+    sent = f"{what}:r{redispatch}" if redispatch else what
+    attempt = f"{sent}:{task.request.retries}"
+    st = store()
+    n = st.count_delivery(job_id, attempt)
     if n > MAX_DELIVERIES:
         raise WorkerLost(
             f"{what}: its worker stopped while running it {n - 1} times (killed or out of memory?); "
@@ -122,6 +195,20 @@ def _count_delivery(task: MaieTask, job_id: str, what: str) -> None:
             n,
             MAX_DELIVERIES,
         )
+    st.touch(job_id)
+    created = st.created_at(job_id)
+    if created is not None:
+        st.note_head(TASK_ROUTES[task.name]["queue"], created)
+
+
+def _already_done(job_id: str) -> dict[str, Any] | None:
+    """The receipt of a job whose result is stored: a late duplicate of its final task (a
+    message thought lost and sent again by the reconciler) does nothing."""
+    raw = store().result(job_id)
+    if raw is None:
+        return None
+    log.info("job already has its result: nothing to do")
+    return _receipt(JobResult.model_validate_json(raw))
 
 
 # No result stored for a chunk task that succeeds: nothing reads it (its record is in the job
@@ -136,7 +223,7 @@ def _count_delivery(task: MaieTask, job_id: str, what: str) -> None:
     ignore_result=True,
     store_errors_even_if_ignored=True,
 )
-def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
+def enhance_chunk(self: MaieTask, *, job_id: str, index: int, redispatch: int = 0) -> dict[str, Any]:
     _check_cancelled(job_id)
     done = store().enhanced_one(job_id, index)
     if done is not None:
@@ -145,13 +232,13 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
         # die: three restarts in a row would otherwise fail the job with worker_lost.
         log.info("chunk %d: already enhanced; delivered again after a lost acknowledgement", index)
         return {k: done.get(k) for k in ("index", "degraded", "failed", "edit_rate")}
-    _count_delivery(self, job_id, f"chunk {index}")
+    _started(self, job_id, f"chunk {index}", redispatch)
     text = store().raw_chunk(job_id, index)
     if text is None:
         raise InputError(f"chunk {index} of job {job_id} is not in the store (expired?)")
     s = settings()
     started = time.time()
-    backend = get_backend("enhance", s)
+    backend = _backend("enhance", job_id)
     try:
         chunk = enhance_chunk_text(
             backend, index, text, s.llm_enhance, s.enhance_max_edit_rate, s.enhance_mode
@@ -159,9 +246,10 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
         record = chunk.to_json()
     except MaieError as exc:
         if isinstance(exc, BackendUnavailable):
-            _retry_or_raise(self, exc, f"chunk {index}")
+            exc = _retry_or_raise(self, exc, f"chunk {index}")
         message = f"chunk {index}: {exc}"
-        if s.enhance_on_failure == "fail":
+        # A wrong key or model name is the operator's to fix: never a "successful" job.
+        if s.enhance_on_failure == "fail" or isinstance(exc, ConfigError):
             raise type(exc)(message) from None
         # ENHANCE_ON_FAILURE=raw: the summary goes on with this chunk's raw text, marked failed.
         log.error("%s; keeping its raw text (ENHANCE_ON_FAILURE=raw)", message)
@@ -214,7 +302,13 @@ CONTEXT_BACKOFF = 0.75
 
 @app.task(bind=True, base=MaieTask, name="maie.summarize", stage="summary")
 def summarize(
-    self: MaieTask, _header: Any = None, *, job_id: str, level: int = 0, from_partials: bool = False
+    self: MaieTask,
+    _header: Any = None,
+    *,
+    job_id: str,
+    level: int = 0,
+    from_partials: bool = False,
+    redispatch: int = 0,
 ) -> dict[str, Any]:
     """Chord body: the summary of the job's text (level 0), or of the notes of `level`.
 
@@ -222,13 +316,15 @@ def summarize(
     with one more level of notes (a canvas step, visible in Flower) and runs again on those."""
     level = max(level, 1 if from_partials else 0)  # from_partials: messages queued by earlier releases
     _check_cancelled(job_id)
-    _count_delivery(self, job_id, f"summary of level {level}" if level else "summary")
+    if (done := _already_done(job_id)) is not None:
+        return done
+    _started(self, job_id, f"summary of level {level}" if level else "summary", redispatch)
     s = settings()
     st = store()
     meta = st.meta(job_id)
     template = load_template(meta["template_id"], s.templates_dir)
     result = build_result(st, job_id, meta)  # checks every chunk is there, in order
-    backend = get_backend("summary", s)
+    backend = _backend("summary", job_id)
     texts = _level_texts(st, job_id, meta, level)
     text = ("\n\n" if level else "\n").join(texts)
     scale = float(meta.get("context_scale", 1.0))
@@ -243,8 +339,7 @@ def summarize(
         st.set_meta(job_id, context_scale=scale)
         _next_level(self, st, job_id, meta, texts, level, scale, template.language)
     except BackendUnavailable as exc:
-        _retry_or_raise(self, exc, "summary")
-        raise
+        raise _retry_or_raise(self, exc, "summary") from None
     result.summary = outcome.data
     result.versions["summary"] = version_of(
         backend, prompt=template.prompt_source, schema_sha256=template.schema_sha256
@@ -334,20 +429,19 @@ def partial_notes_task(
     """Notes of parts [start, end) of the level below (chunks for level 1), stored under
     (job, level, group)."""
     _check_cancelled(job_id)
-    _count_delivery(self, job_id, f"notes {level}-{group}")
+    _started(self, job_id, f"notes {level}-{group}")
     s = settings()
     st = store()
     meta = st.meta(job_id)
     template = load_template(meta["template_id"], s.templates_dir)
     texts = _level_texts(st, job_id, meta, level - 1)
-    backend = get_backend("summary", s)
+    backend = _backend("summary", job_id)
     started = time.monotonic()
     try:
         scale = float(meta.get("context_scale", 1.0))
         reply = partial_notes(backend, texts[start:end], template.language, s.llm_sum, scale)
     except BackendUnavailable as exc:
-        _retry_or_raise(self, exc, f"notes of level {level} parts {start}-{end - 1}")
-        raise
+        raise _retry_or_raise(self, exc, f"notes of level {level} parts {start}-{end - 1}") from None
     if reply.finish_reason == "length":
         log.warning("notes of level %d parts %d-%d reached their token budget", level, start, end - 1)
     record = {
@@ -373,9 +467,11 @@ def partial_notes_task(
 
 
 @app.task(bind=True, base=MaieTask, name="maie.assemble", stage="enhance")
-def assemble(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, Any]:
+def assemble(self: MaieTask, _header: Any = None, *, job_id: str, redispatch: int = 0) -> dict[str, Any]:
     _check_cancelled(job_id)
-    _count_delivery(self, job_id, "assemble")
+    if (done := _already_done(job_id)) is not None:
+        return done
+    _started(self, job_id, "assemble", redispatch)
     st = store()
     result = build_result(st, job_id, st.meta(job_id))
     result.finished_at = time.time()

@@ -143,10 +143,24 @@ def test_api_keys_are_masked_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "sk-planted-secret-1234" not in s.model_dump_json()
 
 
-def test_visibility_timeout_outlasts_retries() -> None:
+def test_visibility_timeout_outlasts_a_retry_countdown_and_one_run() -> None:
     from maie.celery import celery_config
 
     s = load_settings(env_file=None)
     conf = celery_config(s)
-    assert conf["broker_transport_options"]["visibility_timeout"] > s.max_task_seconds
-    assert conf["result_expires"] > conf["broker_transport_options"]["visibility_timeout"]
+    visibility = conf["broker_transport_options"]["visibility_timeout"]
+    one_run = s.task_retry_backoff_max + s.llm_server.request_timeout_seconds
+    assert visibility > s.max_message_seconds > one_run
+    assert conf["result_expires"] > visibility
+    # The retry budget is in time, not in count, and by default has no count bound.
+    assert (s.task_retry_deadline_seconds, s.task_max_retries) == (900, None)
+
+
+def test_no_cancel_on_connection_loss_with_the_threads_pool() -> None:
+    # The threads pool cannot cancel a running task: Celery would log "Failed to cancel active
+    # request" with a NotImplementedError traceback at every reconnection.
+    from maie.celery import celery_config
+
+    conf = celery_config(load_settings(env_file=None))
+    assert conf["worker_pool"] == "threads"
+    assert not conf.get("worker_cancel_long_running_tasks_on_connection_loss")
