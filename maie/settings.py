@@ -85,6 +85,9 @@ class LlmTaskSettings(_Section):
     temperature: float = Field(default=0.0, ge=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_tokens: int = Field(default=1024, gt=0)
+    # local_vllm: seconds one call may wait for the in-process engine before it is abandoned
+    # (aborted in the engine) and retried like a server timeout.
+    request_timeout_seconds: float = Field(default=300.0, gt=0)
 
 
 class LlmSumSettings(LlmTaskSettings):
@@ -239,7 +242,11 @@ class Settings(BaseSettings):
         """An upper bound on how long one task message stays unacknowledged: its retry countdown
         (held by the worker) plus one run of a few LLM calls. Sizes the visibility timeout; each
         retry is a new message, so the retry deadline does not add up here."""
-        per_call = max(self.llm_server.request_timeout_seconds, 1.0)
+        per_call = (
+            self.llm_server.request_timeout_seconds
+            if self.llm_backend == "vllm_server"
+            else max(self.llm_enhance.request_timeout_seconds, self.llm_sum.request_timeout_seconds)
+        )
         return self.task_retry_backoff_max + 3 * per_call
 
 

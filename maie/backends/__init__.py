@@ -62,7 +62,7 @@ def bound_queues() -> set[str] | None:
 def get_backend(task: Task, settings: Settings) -> LLMBackend:
     """This process's backend for `task`, built on first use and kept."""
     backend = _backends.get(task)
-    if backend is not None:
+    if backend is not None and not getattr(backend, "dead", False):
         return backend
     if _queues is not None and task not in _queues:
         raise ConfigError(
@@ -73,6 +73,13 @@ def get_backend(task: Task, settings: Settings) -> LLMBackend:
         )
     with _lock:
         backend = _backends.get(task)
+        if backend is not None and getattr(backend, "dead", False):
+            # A dead in-process engine is not kept: the next task loads a new one instead of
+            # every later task failing on the old one.
+            log.error("LLM %s engine is dead; loading a new one", task)
+            _backends.pop(task)
+            backend.close()
+            backend = None
         if backend is None:
             try:
                 backend = build_backend(task, settings)

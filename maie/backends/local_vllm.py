@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -49,6 +49,27 @@ class _Pending:
     prompt_token_ids: list[int]
     params: Any  # vllm.SamplingParams
     future: Future[Completion] = field(default_factory=Future)
+    # Set by the caller that stopped waiting: the engine thread aborts the request.
+    abandoned: bool = False
+
+
+def await_completion(
+    future: Future[Completion], timeout: float, alive: Callable[[], str | None], what: str
+) -> Completion:
+    """The completion of `future`, waiting at most `timeout` s. `alive()` returns why the engine
+    is dead, or None; checked every second, so a dead engine fails its callers at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return future.result(timeout=max(0.0, min(_LIVENESS_POLL_SECONDS, left)))
+        except FutureTimeout:
+            pass
+        dead = alive()
+        if dead is not None and not future.done():
+            raise BackendUnavailable(dead)
+        if time.monotonic() >= deadline and not future.done():
+            raise BackendUnavailable(f"{what} did not answer within {timeout:g} s")
 
 
 class LocalVllmBackend:
@@ -61,6 +82,7 @@ class LocalVllmBackend:
         self.model = cfg.model
         self.endpoint = f"local:{cfg.model}"
         self._cfg = cfg
+        self.timeout = cfg.request_timeout_seconds
         try:
             import vllm  # noqa: F401
         except ImportError as exc:
@@ -128,7 +150,17 @@ class LocalVllmBackend:
             ),
         )
         self._queue.put(pending)
-        return self._wait(pending.future)
+        try:
+            what = f"LLM engine of {self.task}"
+            return await_completion(pending.future, self.timeout, self._why_dead, what)
+        except BackendUnavailable:
+            pending.abandoned = True  # a timed-out request must not keep a slot of the batch
+            raise
+
+    @property
+    def dead(self) -> bool:
+        """The engine has stopped: this backend can serve nothing more (see get_backend)."""
+        return self._dead is not None or not self._thread.is_alive()
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -137,19 +169,12 @@ class LocalVllmBackend:
             if self._thread.is_alive():
                 logger.warning("LLM engine of %s did not shut down in time", self.task)
 
-    def _wait(self, future: Future[Completion]) -> Completion:
-        """The request's result, or BackendUnavailable as soon as the engine is gone."""
-        while True:
-            try:
-                return future.result(timeout=_LIVENESS_POLL_SECONDS)
-            except FutureTimeout:
-                pass
-            if self._dead is None and self._engine_alive():
-                continue
-            if not future.done():
-                reason = self._dead or self._engine_dead_message()
-                self._wake_engine_thread()
-                raise BackendUnavailable(reason)
+    def _why_dead(self) -> str | None:
+        if self._dead is None and self._engine_alive():
+            return None
+        reason = self._dead or self._engine_dead_message()
+        self._wake_engine_thread()
+        return reason
 
     def _engine_alive(self) -> bool:
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -296,6 +321,9 @@ class LocalVllmBackend:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     item = _NOTHING
+            for request_id in [r for r, p in in_flight.items() if p.abandoned]:
+                engine.abort_request([request_id])
+                in_flight.pop(request_id)
             if not in_flight:
                 continue
             # An exception here (EngineDeadError or worse) ends the engine: see _run.
