@@ -1,6 +1,7 @@
 """Load under faults: every job completes, none is lost, each result equals its fault-free result.
 
     .venv/bin/python bench/load.py [--jobs 200] [--seed 7] [--timeout 900] [--no-record]
+                                   [--endpoint-outage 180]
 
 Starts its own fake OpenAI servers (A: enhancement, B: summary) and `celery -A maie worker`
 processes for both queues, on Redis DB 14 of 127.0.0.1:6379 (BENCH_REDIS to change it), claimed the
@@ -10,7 +11,10 @@ Then it submits the same jobs of mixed sizes twice:
 
 1. fault-free: the reference result of each input;
 2. with faults on both servers (5 % of requests answer 500, 2 % are delayed past the request
-   timeout) while the enhancement worker is SIGKILLed a third of the way through and restarted.
+   timeout) while the enhancement worker is SIGKILLed a third of the way through and restarted;
+   with --endpoint-outage S, the enhancement server also stops at that point and comes back on the
+   same port S seconds later (a vLLM server restart), and the connection attempts it missed
+   meanwhile are counted by a listener that resets them.
 
 Every job of the second run must succeed with the same enhanced text and the same summary as in
 the first. Prints a summary and appends a dated line to bench/RESULTS.md under "## Load
@@ -43,6 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import common  # noqa: E402
 import redis  # noqa: E402
 from fake_openai import FakeServerProcess  # noqa: E402
+from outage import ResettingListener, free_port  # noqa: E402
 
 from maie import Job, submit  # noqa: E402
 from maie.settings import Settings, load_settings  # noqa: E402
@@ -220,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole bench")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument(
+        "--endpoint-outage",
+        type=float,
+        default=0,
+        help="seconds the enhancement server is down mid-run (0: it stays up)",
+    )
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.timeout
     host = common.machine_line()  # date, machine and load, before the bench adds its own load
@@ -232,10 +243,17 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
     work = Path(tempfile.mkdtemp(prefix="maie-load-"))
     inputs = make_inputs(args.jobs, args.seed)
     workers: list[WorkerProc] = []
-    with (
-        FakeServerProcess(name="A", model="enhance-model", api_key="sk-bench-enhance") as a,
-        FakeServerProcess(name="B", model="summary-model", api_key="sk-bench-summary") as b,
-    ):
+    # A fixed port for the enhancement server: after an outage it comes back on the same one.
+    a_port = free_port()
+    outage: dict[str, Any] = {}
+    with contextlib.ExitStack() as servers:
+        a = FakeServerProcess(
+            port=a_port, name="A", model="enhance-model", api_key="sk-bench-enhance"
+        ).start()
+        servers.callback(lambda: outage["server"].stop() if "server" in outage else a.stop())
+        b = servers.enter_context(
+            FakeServerProcess(name="B", model="summary-model", api_key="sk-bench-summary")
+        )
         env = {
             **{
                 k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "TASK_", "QUEUE_", "CHUNK_"))
@@ -250,7 +268,7 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
             "LLM_SERVER__SUMMARY_API_KEY": "sk-bench-summary",
             "LLM_SERVER__SUMMARY_MODEL_NAME": "summary-model",
             "LLM_SERVER__REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT),
-            "TASK_MAX_RETRIES": "6",
+            # Retries bounded by the default deadline (15 minutes), not by a count.
             "TASK_RETRY_BACKOFF_MAX": "2",
             "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
             "QUEUE_MAX_DEPTH": "100000",
@@ -287,20 +305,36 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
 
             def kill_once(jobs: dict[int, tuple[Job, float]], run: Run) -> None:
                 if not killed and chunks_done(jobs) >= run.chunks // 3:
+                    if args.endpoint_outage:
+                        outage["a_log"] = a.log()
+                        a.stop()
+                        outage["listener"] = ResettingListener(a_port)
+                        outage["at"] = time.monotonic()
                     enhance.kill()
                     killed["at"] = time.monotonic()
                     enhance.start()
                     killed["restarted"] = time.monotonic() - killed["at"]
+                if "listener" in outage and time.monotonic() - outage["at"] >= args.endpoint_outage:
+                    listener = outage.pop("listener")
+                    listener.close()
+                    outage["attempts"] = listener.count
+                    outage["server"] = FakeServerProcess(
+                        port=a_port, name="A2", model="enhance-model", api_key="sk-bench-enhance"
+                    ).start()
+                    outage["server"].faults(faults)
 
             faulty = run_jobs("faults", inputs, settings, deadline, on_progress=kill_once)
             hits = {r["kind"]: 0 for r in faults}
-            for server in (a, b):
+            a_now = outage.get("server", a)
+            for server in (a_now, b):
                 for rule in server.fault_rules():
                     hits[rule["kind"]] += rule["hits"]
-            requests = len(a.log()) + len(b.log())
+            requests = len(outage.get("a_log", [])) + len(a_now.log()) + len(b.log())
         finally:
             for w in workers:
                 w.stop()
+            if "listener" in outage:
+                outage.pop("listener").close()
 
     logs = "\n".join(w.logs() for w in workers)
     retries = len(re.findall(r"; retry \d+ in ", logs))
@@ -320,7 +354,8 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
     except RuntimeError as exc:
         print(f"load: {exc}")
         return 1
-    ok = not (lost or failed or mismatched) and bool(killed)
+    outage_done = not args.endpoint_outage or "attempts" in outage
+    ok = not (lost or failed or mismatched) and bool(killed) and outage_done
     completed = len(faulty.outcomes) - len(failed)
     verdict = "PASS" if ok else "FAIL"
     p50_ref, p95_ref = percentile(reference.latencies, 0.5), percentile(reference.latencies, 0.95)
@@ -334,7 +369,13 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
         f"faults:     {args.jobs} jobs in {faulty.wall:.1f} s ({args.jobs / faulty.wall:.1f} jobs/s), "
         f"latency p50 {p50:.1f} s p95 {p95:.1f} s; {requests} LLM requests, {n500} answered 500, "
         f"{ndelay} delayed past the {REQUEST_TIMEOUT:g} s timeout; {retries} retries; "
-        f"enhance worker SIGKILLed {kill_note}, {redelivered} tasks redelivered",
+        f"enhance worker SIGKILLed {kill_note}, {redelivered} tasks redelivered"
+        + (
+            f"; enhancement server down {args.endpoint_outage:g} s, "
+            f"{outage.get('attempts', '?')} connection attempts while down"
+            if args.endpoint_outage
+            else ""
+        ),
         f"outcome:    {completed}/{args.jobs} completed, {len(lost)} lost or unfinished, "
         f"{len(failed)} failed, {len(mismatched)} differ from the fault-free result -> {verdict}",
     ]
@@ -345,7 +386,14 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
         f"- {host} · {args.jobs} jobs ({reference.chunks} chunks), "
         f"2 pools (enhance 8 threads, summary 4) · fault-free {reference.wall:.1f} s · with 5 % HTTP 500 "
         f"+ 2 % timeouts ({n500} + {ndelay} of {requests} requests, {retries} retries) and the enhance "
-        f"worker SIGKILLed and restarted mid-run ({redelivered} redelivered): {faulty.wall:.1f} s, "
+        f"worker SIGKILLed and restarted mid-run ({redelivered} redelivered)"
+        + (
+            f", enhancement server stopped for {args.endpoint_outage:g} s at the same moment and restarted "
+            f"on its port ({outage.get('attempts', '?')} connection attempts while down)"
+            if args.endpoint_outage
+            else ""
+        )
+        + f": {faulty.wall:.1f} s, "
         f"p95 latency {p95:.1f} s · completed {completed}/{args.jobs}, lost {len(lost)}, "
         f"differing {len(mismatched)} → {verdict}"
     )

@@ -109,7 +109,10 @@ def redis_client() -> Iterator[redis.Redis]:
 
 def clean_redis(client: redis.Redis) -> None:
     """Forget jobs, results and queued messages; keep kombu's bindings that running workers use."""
-    for pattern in ("maie:job:*", "maie:idem:*", "celery-task-meta-*", "chord-unlock-*", "*.counter"):
+    patterns = ("maie:job:*", "maie:idem:*", "maie:endpoint:*", "celery-task-meta-*", "chord-unlock-*")
+    patterns += ("*.counter",)
+    client.delete("maie:active", "maie:redispatched", "maie:heads")  # the reconciler's watch
+    for pattern in patterns:
         keys = list(client.scan_iter(pattern, count=1000))
         if keys:
             client.delete(*keys)

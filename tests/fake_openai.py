@@ -1438,6 +1438,7 @@ class FakeServerProcess:
         self,
         *,
         host: str = "127.0.0.1",
+        port: int = 0,
         name: str | None = None,
         model: str | None = None,
         api_key: str | None = None,
@@ -1449,6 +1450,7 @@ class FakeServerProcess:
         startup_timeout: float = 30.0,
     ) -> None:
         self.host = host
+        self.requested_port = port  # 0: any free port; a fixed one lets a restart come back on it
         self.name = name
         self.model = model
         self.api_key = api_key
@@ -1462,7 +1464,7 @@ class FakeServerProcess:
         self._port: int | None = None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, str(_SCRIPT), "--port", "0", "--host", self.host]
+        cmd = [sys.executable, str(_SCRIPT), "--port", str(self.requested_port), "--host", self.host]
         options = {
             "--name": self.name,
             "--model": self.model,

@@ -9,15 +9,13 @@ This test takes a little over 3 minutes by design.
 
 from __future__ import annotations
 
-import socket
-import struct
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fake_openai import FakeServerProcess
+from outage import ResettingListener
 from test_reliability import Rig, assert_complete_once, free_port, n_chunks, open_rig, transcript, wait_for
 
 from maie import submit
@@ -25,49 +23,6 @@ from maie import submit
 OUTAGE_SECONDS = 180
 JOBS = 30
 BACKOFF_MAX = 10  # also the longest cooldown between two probes
-
-
-class FixedPortServer(FakeServerProcess):
-    """The fake server on a port chosen in advance, so it can come back on the same one."""
-
-    def __init__(self, port: int, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.fixed_port = port
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        cmd[cmd.index("--port") + 1] = str(self.fixed_port)
-        return cmd
-
-
-class ResettingListener:
-    """Accepts connections on a port and resets each at once, counting them."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(128)
-        self.sock.settimeout(0.2)
-        self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.count += 1
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
 
 
 @pytest.fixture
@@ -82,7 +37,7 @@ def served(server: FakeServerProcess) -> int:
 
 def test_an_endpoint_down_for_3_minutes_fails_no_job_and_is_probed_not_hammered(rig: Rig) -> None:
     port = free_port()
-    a = FixedPortServer(port, name="A", model="enhance-model", api_key="sk-test-enhance-key").start()
+    a = FakeServerProcess(port=port, name="A", model="enhance-model", api_key="sk-test-enhance-key").start()
     listener: ResettingListener | None = None
     try:
         env = rig.env(
@@ -105,7 +60,9 @@ def test_an_endpoint_down_for_3_minutes_fails_no_job_and_is_probed_not_hammered(
         attempts = listener.count
         listener.close()
         listener = None
-        a = FixedPortServer(port, name="A2", model="enhance-model", api_key="sk-test-enhance-key").start()
+        a = FakeServerProcess(
+            port=port, name="A2", model="enhance-model", api_key="sk-test-enhance-key"
+        ).start()
         results = [job.wait(timeout=300) for job in jobs]
         failed = [r.job_id for r in results if r.status != "SUCCESS"]
         assert failed == [], [r.error for r in results if r.error]
