@@ -176,7 +176,13 @@ def submit(
         chunks = split_into_chunks(segments, s)
     store = _store(s)
     try:
-        for queue, depth in queue_depths(s).items():
+        try:
+            depths = queue_depths(s)
+        except redis.RedisError as exc:
+            raise BackendUnavailable(
+                f"cannot reach the broker at {mask_url(s.celery_broker_url)}: {one_line(exc)}"
+            ) from None
+        for queue, depth in depths.items():
             if depth >= s.queue_max_depth:
                 raise QueueFull(
                     f"queue {queue} holds {depth} tasks (QUEUE_MAX_DEPTH={s.queue_max_depth}); "
