@@ -10,7 +10,8 @@ sees one request per cooldown, not one per waiting task.
     Redis  maie:endpoint:<sha>        hash  url, since, until, failures, error
            maie:endpoint:<sha>:probe  the probe lock (expires after one request timeout)
 
-`GuardedBackend` wraps a backend with the cooldown and reports each call as progress of its job.
+`GuardedBackend` wraps a backend with the cooldown (every call that reaches the endpoint: completions,
+token counts, model discovery) and reports each completion as progress of its job.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -31,6 +32,8 @@ from maie.errors import BackendUnavailable
 __all__ = ["EndpointCoolingDown", "EndpointDown", "Cooldown", "GuardedBackend"]
 
 log = logging.getLogger("maie.llm")
+
+T = TypeVar("T")
 
 # A task that finds another one probing waits this long (plus jitter) before it looks again.
 PROBE_WAIT_SECONDS = 2.0
@@ -133,8 +136,8 @@ class Cooldown:
 
 
 class GuardedBackend:
-    """A backend whose calls go through its endpoint's cooldown (when it has one) and report
-    progress of the job (`touch`) before and after each call."""
+    """A backend whose calls to its endpoint (completions, token counts, model discovery) go
+    through the endpoint's cooldown, when it has one, and report progress of the job (`touch`)."""
 
     def __init__(
         self, inner: LLMBackend, cooldown: Cooldown | None, touch: Callable[[], None] | None = None
@@ -142,6 +145,27 @@ class GuardedBackend:
         self.inner = inner
         self.cooldown = cooldown
         self._touch = touch or (lambda: None)
+
+    def _call(self, call: Callable[[], T]) -> T:
+        if self.cooldown is None:
+            return call()
+        probe = self.cooldown.enter()
+        try:
+            result = call()
+        except EndpointCoolingDown:
+            raise
+        except BackendUnavailable as exc:
+            self.cooldown.failed(exc, probe)
+            raise
+        except Exception:
+            # Any other outcome (a rejection, a bad key) means the endpoint answered.
+            if probe:
+                self.cooldown.succeeded(probe)
+            raise
+        if probe:
+            # Only a probe can find the endpoint back: while it is marked down no other call is made.
+            self.cooldown.succeeded(probe)
+        return result
 
     @property
     def kind(self) -> str:
@@ -157,39 +181,24 @@ class GuardedBackend:
 
     @property
     def model(self) -> str:
-        return self.inner.model
+        return self._call(lambda: self.inner.model)
 
     @property
     def max_model_len(self) -> int:
-        return self.inner.max_model_len
+        return self._call(lambda: self.inner.max_model_len)
 
     def discover(self) -> None:
-        self.inner.discover()
+        self._call(self.inner.discover)
 
     def count_tokens(self, text: str) -> int | None:
-        return self.inner.count_tokens(text)
+        return self._call(lambda: self.inner.count_tokens(text))
 
     def close(self) -> None:
         self.inner.close()
 
     def chat(self, messages: Sequence[Message], **kwargs: Any) -> Completion:
-        probe = self.cooldown.enter() if self.cooldown is not None else False
         self._touch()
         try:
-            reply = self.inner.chat(messages, **kwargs)
-        except EndpointCoolingDown:
-            raise
-        except BackendUnavailable as exc:
-            if self.cooldown is not None:
-                self.cooldown.failed(exc, probe)
-            raise
-        except Exception:
-            # Any other outcome (a rejection, a bad key) means the endpoint answered.
-            if self.cooldown is not None:
-                self.cooldown.succeeded(probe)
-            raise
+            return self._call(lambda: self.inner.chat(messages, **kwargs))
         finally:
             self._touch()
-        if self.cooldown is not None:
-            self.cooldown.succeeded(probe)
-        return reply
