@@ -145,10 +145,15 @@ class GuardedBackend:
         self.inner = inner
         self.cooldown = cooldown
         self._touch = touch or (lambda: None)
+        # Once a call went through, the model and its context are known: reading them again
+        # (for the result's versions, for metrics) needs no call, and must not meet the cooldown.
+        self._known = False
 
     def _call(self, call: Callable[[], T]) -> T:
         if self.cooldown is None:
-            return call()
+            result = call()
+            self._known = True
+            return result
         probe = self.cooldown.enter()
         try:
             result = call()
@@ -165,6 +170,7 @@ class GuardedBackend:
         if probe:
             # Only a probe can find the endpoint back: while it is marked down no other call is made.
             self.cooldown.succeeded(probe)
+        self._known = True
         return result
 
     @property
@@ -181,11 +187,11 @@ class GuardedBackend:
 
     @property
     def model(self) -> str:
-        return self._call(lambda: self.inner.model)
+        return self.inner.model if self._known else self._call(lambda: self.inner.model)
 
     @property
     def max_model_len(self) -> int:
-        return self._call(lambda: self.inner.max_model_len)
+        return self.inner.max_model_len if self._known else self._call(lambda: self.inner.max_model_len)
 
     def discover(self) -> None:
         self._call(self.inner.discover)

@@ -266,8 +266,9 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int, redispatch: int = 
             "seconds": 0.0,
         }
     # What produced the text travels with it: one write per chunk, not a second one to the job.
-    version = version_of(backend, prompt=ENHANCE_PROMPT, decoding=s.enhance_mode)
-    record.update(started_at=started, finished_at=time.time(), version=version.model_dump())
+    record.update(started_at=started, finished_at=time.time())
+    if not record.get("failed"):  # a chunk kept raw never learnt which model would have served it
+        record["version"] = version_of(backend, prompt=ENHANCE_PROMPT, decoding=s.enhance_mode).model_dump()
     store().put_enhanced(job_id, index, record)
     _record_chunk(backend, record)
     log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"], record["edit_rate"])
@@ -328,16 +329,17 @@ def summarize(
     texts = _level_texts(st, job_id, meta, level)
     text = ("\n\n" if level else "\n").join(texts)
     scale = float(meta.get("context_scale", 1.0))
-    if not fits_in_one_call(backend, template, text, s.llm_sum, scale):
-        _next_level(self, st, job_id, meta, texts, level, scale, template.language)
-    try:
-        outcome = summarize_text(backend, template, text, s.llm_sum)
-    except ContextExceeded as exc:
-        # The server counted more tokens than MAIE did: plan again with less of the context.
-        log.warning("summary of level %d refused as too long (%s): planning with less context", level, exc)
-        scale *= CONTEXT_BACKOFF
-        st.set_meta(job_id, context_scale=scale)
-        _next_level(self, st, job_id, meta, texts, level, scale, template.language)
+    try:  # token counts and planning reach the endpoint too: all of it is retried alike
+        if not fits_in_one_call(backend, template, text, s.llm_sum, scale):
+            _next_level(self, st, job_id, meta, texts, level, scale, template.language)
+        try:
+            outcome = summarize_text(backend, template, text, s.llm_sum)
+        except ContextExceeded as exc:
+            # The server counted more tokens than MAIE did: plan again with less of the context.
+            log.warning("summary of level %d refused as too long (%s): less context", level, exc)
+            scale *= CONTEXT_BACKOFF
+            st.set_meta(job_id, context_scale=scale)
+            _next_level(self, st, job_id, meta, texts, level, scale, template.language)
     except BackendUnavailable as exc:
         raise _retry_or_raise(self, exc, "summary") from None
     result.summary = outcome.data
