@@ -24,7 +24,7 @@ from maie.celery import RESULT_EXPIRES, app
 from maie.errors import InputError, JobFailed
 from maie.inputs import Segment, segments_to_text
 from maie.submit import split_into_chunks
-from maie.tasks import MaieTask, _check_cancelled, _count_delivery, settings, store
+from maie.tasks import MaieTask, _check_cancelled, _started, settings, store
 
 __all__ = ["asr_split", "asr_part", "asr_join"]
 
@@ -41,7 +41,7 @@ def asr_split(self: MaieTask, *, job_id: str) -> dict[str, Any]:
     import numpy as np
 
     _check_cancelled(job_id)
-    _count_delivery(self, job_id, "split")
+    _started(self, job_id, "split")
     started = time.time()
     data = audio_store().audio(job_id)
     if data is None:
@@ -65,7 +65,7 @@ def asr_part(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     import numpy as np
 
     _check_cancelled(job_id)
-    _count_delivery(self, job_id, f"part {index}")
+    _started(self, job_id, f"part {index}")
     pcm = audio_store().pcm(job_id, index)
     if pcm is None:
         raise JobFailed(f"part {index} of job {job_id} is not in the store (expired?)")
@@ -92,7 +92,7 @@ def asr_part(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
 @app.task(bind=True, base=MaieTask, name="maie.asr_join", stage="asr")
 def asr_join(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, Any]:
     _check_cancelled(job_id)
-    _count_delivery(self, job_id, "join")
+    _started(self, job_id, "join")
     st = store()
     meta = st.meta(job_id)
     parts = audio_store().parts(job_id)

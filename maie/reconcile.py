@@ -62,6 +62,8 @@ def missing(store: JobStore, job_id: str) -> Missing | None:
     if not store.exists(job_id):
         return None
     meta = store.meta(job_id)
+    if meta.get("input") == "audio" and not meta.get("asr_done"):
+        return None  # still being recognised: its chunks do not exist yet (not reconciled here)
     features = list(meta["features"])
     final = "maie.summarize" if "summary" in features else "maie.assemble"
     if "enhance" in features:

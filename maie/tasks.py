@@ -197,8 +197,9 @@ def _started(task: MaieTask, job_id: str, what: str, redispatch: int = 0) -> Non
         )
     st.touch(job_id)
     created = st.created_at(job_id)
-    if created is not None:
-        st.note_head(TASK_ROUTES[task.name]["queue"], created)
+    queue = TASK_ROUTES.get(task.name, {}).get("queue")
+    if created is not None and queue is not None:
+        st.note_head(queue, created)
 
 
 def _already_done(job_id: str) -> dict[str, Any] | None:
