@@ -40,7 +40,8 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
     raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout}")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (a session that owns a DB or a vhost)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,7 +58,7 @@ def remove_stale_vhosts() -> None:
         if not name.startswith(VHOST_PREFIX):
             continue
         owner = name[len(VHOST_PREFIX) :].split("-", 1)[0]
-        if owner.isdigit() and not _alive(int(owner)):
+        if owner.isdigit() and not pid_alive(int(owner)):
             rabbitmqctl("delete_vhost", name)
 
 

@@ -33,7 +33,7 @@ def _claim_redis_db(base: str = "redis://127.0.0.1:6379") -> str:
         client = redis.Redis.from_url(f"{base}/{db}")
         try:
             owner = client.get("maie:test-owner")
-            if owner is not None and _alive(int(owner)) and int(owner) != os.getpid():
+            if owner is not None and brokers.pid_alive(int(owner)) and int(owner) != os.getpid():
                 continue
             client.set("maie:test-owner", os.getpid(), ex=6 * 3600)
             return f"{base}/{db}"
@@ -42,16 +42,6 @@ def _claim_redis_db(base: str = "redis://127.0.0.1:6379") -> str:
         finally:
             client.close()
     raise RuntimeError("no free Redis DB index for the tests (1-11 are all held by live sessions)")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 REDIS_URL = os.environ.get("MAIE_TEST_REDIS") or _claim_redis_db()
