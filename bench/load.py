@@ -1,7 +1,7 @@
 """Load under faults: every job completes, none is lost, each result equals its fault-free result.
 
     .venv/bin/python bench/load.py [--jobs 200] [--seed 7] [--timeout 900] [--no-record]
-                                   [--endpoint-outage 180]
+                                   [--endpoint-outage 180] [--redis-kills 3]
 
 Starts its own fake OpenAI servers (A: enhancement, B: summary) and `celery -A maie worker`
 processes for both queues, on Redis DB 14 of 127.0.0.1:6379 (BENCH_REDIS to change it), claimed the
@@ -14,7 +14,16 @@ Then it submits the same jobs of mixed sizes twice:
    timeout) while the enhancement worker is SIGKILLed a third of the way through and restarted;
    with --endpoint-outage S, the enhancement server also stops at that point and comes back on the
    same port S seconds later (a vLLM server restart), and the connection attempts it missed
-   meanwhile are counted by a listener that resets them.
+   meanwhile are counted by a listener that resets them; with --redis-kills N, the Redis of
+   BENCH_REDIS (a redis-server of the bench's own, started with --appendonly yes) is SIGKILLed N
+   times, 40 s apart, and started again on its port and append-only file.
+
+The run in bench/RESULTS.md with every fault at once:
+
+    redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
+        --dir /tmp/bench-redis &
+    BENCH_REDIS=redis://127.0.0.1:6391/0 .venv/bin/python bench/load.py --jobs 200 \
+        --endpoint-outage 180 --redis-kills 3 --timeout 1800
 
 Every job of the second run must succeed with the same enhanced text and the same summary as in
 the first. Prints a summary and appends a dated line to bench/RESULTS.md under "## Load
@@ -182,6 +191,29 @@ def run_jobs(
     return run
 
 
+def kill_and_restart_redis(url: str) -> float:
+    """SIGKILL the redis-server behind `url`, start it again on its port, directory and append-only
+    file; returns the seconds until it answered again."""
+    client = redis.Redis.from_url(url)
+    info = client.info("server")
+    directory = client.config_get("dir")["dir"]
+    fsync = client.config_get("appendfsync")["appendfsync"]
+    client.close()
+    os.kill(int(info["process_id"]), signal.SIGKILL)
+    killed_at = time.monotonic()
+    time.sleep(1)
+    cmd = ["redis-server", "--port", str(info["tcp_port"]), "--bind", "127.0.0.1", "--save", ""]
+    cmd += ["--appendonly", "yes", "--appendfsync", fsync, "--dir", directory]
+    subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    probe = redis.Redis.from_url(url, socket_connect_timeout=1)
+    while True:
+        with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError):
+            if probe.ping():
+                probe.close()
+                return time.monotonic() - killed_at
+        time.sleep(0.1)
+
+
 def chunks_done(jobs: dict[int, tuple[Job, float]]) -> int:
     return sum(job._store.enhanced_count(job.id) for job, _ in jobs.values())
 
@@ -231,7 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="seconds the enhancement server is down mid-run (0: it stays up)",
     )
+    parser.add_argument(
+        "--redis-kills",
+        type=int,
+        default=0,
+        help="SIGKILL the Redis of BENCH_REDIS this many times mid-run and start it again on its port "
+        "and append-only file (a redis-server of its own, started with --appendonly yes)",
+    )
     args = parser.parse_args(argv)
+    if args.redis_kills and "BENCH_REDIS" not in os.environ:
+        parser.error("--redis-kills needs BENCH_REDIS pointing at a redis-server of the bench's own")
     deadline = time.monotonic() + args.timeout
     host = common.machine_line()  # date, machine and load, before the bench adds its own load
 
@@ -274,6 +315,9 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
             "QUEUE_MAX_DEPTH": "100000",
             "LOG_DIR": str(work / "logs"),
             "PYTHONUNBUFFERED": "1",
+            # Redis kills can lose the last second of writes: the reconciler re-sends what went
+            # missing after this much time without progress (30 minutes by default).
+            **({"JOB_STALL_SECONDS": "60"} if args.redis_kills else {}),
         }
         settings = load_settings(
             env_file=None,
@@ -302,8 +346,17 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
             a.faults(faults)
             b.faults(faults)
             killed: dict[str, float] = {}
+            redis_kills: list[float] = []
 
             def kill_once(jobs: dict[int, tuple[Job, float]], run: Run) -> None:
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    faults_step(jobs, run)
+
+            def faults_step(jobs: dict[int, tuple[Job, float]], run: Run) -> None:
+                # Redis kills 40 s apart once the endpoint outage (or the worker kill) has begun.
+                since = time.monotonic() - killed.get("at", time.monotonic())
+                if killed and len(redis_kills) < args.redis_kills and since >= 20 + 40 * len(redis_kills):
+                    redis_kills.append(kill_and_restart_redis(common.REDIS_URL))
                 if not killed and chunks_done(jobs) >= run.chunks // 3:
                     if args.endpoint_outage:
                         outage["a_log"] = a.log()
@@ -355,7 +408,12 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
         print(f"load: {exc}")
         return 1
     outage_done = not args.endpoint_outage or "attempts" in outage
-    ok = not (lost or failed or mismatched) and bool(killed) and outage_done
+    ok = (
+        not (lost or failed or mismatched)
+        and bool(killed)
+        and outage_done
+        and len(redis_kills) == args.redis_kills
+    )
     completed = len(faulty.outcomes) - len(failed)
     verdict = "PASS" if ok else "FAIL"
     p50_ref, p95_ref = percentile(reference.latencies, 0.5), percentile(reference.latencies, 0.95)
@@ -374,6 +432,12 @@ def run(args: argparse.Namespace, deadline: float, host: str) -> int:
             f"; enhancement server down {args.endpoint_outage:g} s, "
             f"{outage.get('attempts', '?')} connection attempts while down"
             if args.endpoint_outage
+            else ""
+        )
+        + (
+            f"; Redis SIGKILLed {len(redis_kills)} of {args.redis_kills} times (append-only, fsync every "
+            f"second), back in {', '.join(f'{t:.1f}' for t in redis_kills)} s"
+            if args.redis_kills
             else ""
         ),
         f"outcome:    {completed}/{args.jobs} completed, {len(lost)} lost or unfinished, "
