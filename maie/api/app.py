@@ -81,6 +81,12 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: _ERRORS[c] for c in codes}
 
 
+# The answers of the routes that name one job (its status, its cancellation).
+_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_errors(401, 403, 422, 503),
+    404: {"model": ErrorResponse, "description": "No such job."},
+}
+
 # Declared for the OpenAPI document (and /docs' Authorize button); ApiKeyMiddleware enforces it.
 _api_key = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))
 
@@ -257,10 +263,7 @@ def _add_routes(api: FastAPI, s: Settings) -> None:
     @api.get(
         "/v1/status/{task_id}",
         response_model=StatusResponse,
-        responses={
-            **_errors(401, 403, 422, 503),
-            404: {"model": ErrorResponse, "description": "No such job."},
-        },
+        responses=_JOB_RESPONSES,
         tags=["Status"],
         dependencies=[_api_key],
         summary="A job's status and, once it ended, its results",
@@ -274,10 +277,7 @@ def _add_routes(api: FastAPI, s: Settings) -> None:
     @api.delete(
         "/v1/status/{task_id}",
         response_model=StatusResponse,
-        responses={
-            **_errors(401, 403, 422, 503),
-            404: {"model": ErrorResponse, "description": "No such job."},
-        },
+        responses=_JOB_RESPONSES,
         tags=["Status"],
         dependencies=[_api_key],
         summary="Cancel a job",
