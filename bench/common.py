@@ -45,6 +45,8 @@ os.environ["CELERY_RESULT_BACKEND"] = REDIS_URL
 os.environ["HF_HUB_OFFLINE"] = "1"
 sys.path.insert(0, str(ROOT / "tests"))
 
+from brokers import pid_alive  # noqa: E402  (the tests' check, shared with the benchmarks)
+
 # Variables of the developer's shell that would change a pool's settings: never passed on.
 _SETTING_PREFIXES = ("LLM_", "CELERY_", "CHUNK_", "ENHANCE_", "QUEUE_", "TASK_", "WORKER_", "VLLM_")
 
@@ -245,7 +247,7 @@ def bench_redis() -> Iterator[Any]:
             + "\nwait for it, or set BENCH_REDIS=redis://127.0.0.1:6379/13"
         )
     owner = client.get(OWNER_KEY)
-    if owner is not None and _pid_alive(int(owner)) and int(owner) != os.getpid():
+    if owner is not None and pid_alive(int(owner)) and int(owner) != os.getpid():
         raise SystemExit(f"{REDIS_URL} is held by benchmark pid {int(owner)}; set BENCH_REDIS to another DB")
     client.flushdb()
     client.set(OWNER_KEY, os.getpid(), ex=3600)
@@ -274,16 +276,6 @@ def check_alone() -> None:
             f"{REDIS_URL} was taken over during the run ({'; '.join(others) or 'the DB was flushed'}): "
             "the figures are void; run again with BENCH_REDIS set to a DB nobody else uses"
         )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- servers and pools --------------------------------------------------------------------------
