@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, base_env, clean_redis
+from conftest import ROOT, base_env, clean_redis, stop_process
 from test_flower import get, poll
 
 from maie.celery import default_node_name
@@ -31,13 +30,7 @@ def free_port() -> int:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    stop_process(proc, timeout=60)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 import socket
 import subprocess
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Worker, base_env
+from conftest import ROOT, Worker, base_env, stop_process
 from fake_openai import FakeServerProcess
 
 from maie import submit
@@ -96,12 +95,7 @@ def flower(dual: dict[str, Worker], tmp_path: Path) -> Iterator[str]:
         poll("Flower seeing both pools' heartbeats", both_online)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         assert "Traceback" not in out.read_text(errors="replace")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, clean_redis, dual_env
+from conftest import ROOT, clean_redis, dual_env, stop_process
 from fake_openai import FakeServerProcess
 
 SHIPPED = {"generic_summary", "generic_summary_vi", "interview", "meeting_notes", "meeting_notes_vi"}
@@ -96,12 +95,7 @@ def pool(
             time.sleep(0.3)
         yield env
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, timeout=60)
 
 
 def test_the_wheel_ships_the_templates_and_templates_dir_adds_to_them(
