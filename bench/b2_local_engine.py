@@ -46,7 +46,7 @@ def direct_child(a: argparse.Namespace) -> int:
     import vllm
     from vllm.sampling_params import SamplingParams
 
-    from maie.backends.local_vllm import STRUCTURED_OUTPUTS_CONFIG
+    from maie.backends.base import STRUCTURED_OUTPUTS_CONFIG
 
     conversations = json.loads(Path(a.prompts).read_text())
     t0 = time.perf_counter()

@@ -39,7 +39,7 @@ DEV_MODEL = ROOT / "models" / "smollm2-135m-instruct"
 REDIS_URL = os.environ.get("BENCH_REDIS") or "redis://127.0.0.1:6379/14"
 OWNER_KEY = "maie:bench-owner"
 
-# Before `import maie`: the benchmark process's Celery app sends to the benchmark's Redis DB.
+# The benchmark process's settings (read on first use): its Celery app sends to the benchmark's Redis DB.
 os.environ["CELERY_BROKER_URL"] = REDIS_URL
 os.environ["CELERY_RESULT_BACKEND"] = REDIS_URL
 os.environ["HF_HUB_OFFLINE"] = "1"

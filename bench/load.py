@@ -173,7 +173,7 @@ def run_jobs(
     jobs: dict[int, tuple[Job, float]] = {}
     for i, text in enumerate(inputs):
         jobs[i] = (submit(text, settings=settings), time.monotonic())
-    run.chunks = sum(int(job._store.meta(job.id)["n_chunks"]) for job, _ in jobs.values())
+    run.chunks = sum(job.store.meta(job.id).n_chunks for job, _ in jobs.values())
     pending = dict(jobs)
     while pending and time.monotonic() < deadline:
         for i, (job, submitted) in list(pending.items()):
@@ -215,7 +215,7 @@ def kill_and_restart_redis(url: str) -> float:
 
 
 def chunks_done(jobs: dict[int, tuple[Job, float]]) -> int:
-    return sum(job._store.enhanced_count(job.id) for job, _ in jobs.values())
+    return sum(job.store.enhanced_count(job.id) for job, _ in jobs.values())
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -23,8 +23,10 @@ from maie.canvas import asr_parts_canvas, job_canvas
 from maie.celery import RESULT_EXPIRES, app
 from maie.errors import InputError, JobFailed
 from maie.inputs import Segment, segments_to_text
+from maie.job_meta import JobMeta
+from maie.names import ASR_JOIN, ASR_PART, ASR_SPLIT
 from maie.submit import split_into_chunks
-from maie.tasks import MaieTask, _check_cancelled, _started, settings, store
+from maie.task_base import MaieTask, check_cancelled, settings, store
 
 __all__ = ["asr_split", "asr_part", "asr_join"]
 
@@ -36,12 +38,12 @@ def audio_store() -> AudioStore:
     return AudioStore(settings().celery_result_backend, RESULT_EXPIRES)
 
 
-@app.task(bind=True, base=MaieTask, name="maie.asr_split", stage="asr")
+@app.task(bind=True, base=MaieTask, name=ASR_SPLIT, stage="asr", what="split")
 def asr_split(self: MaieTask, *, job_id: str) -> dict[str, Any]:
     import numpy as np
 
-    _check_cancelled(job_id)
-    _started(self, job_id, "split")
+    check_cancelled(job_id)
+    self.started(job_id)
     started = time.time()
     data = audio_store().audio(job_id)
     if data is None:
@@ -60,16 +62,16 @@ def asr_split(self: MaieTask, *, job_id: str) -> dict[str, Any]:
     raise self.replace(asr_parts_canvas(self.app, job_id, len(spans)))
 
 
-@app.task(bind=True, base=MaieTask, name="maie.asr_part", stage="asr")
+@app.task(bind=True, base=MaieTask, name=ASR_PART, stage="asr", what="part {index}")
 def asr_part(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     import numpy as np
 
-    _check_cancelled(job_id)
-    _started(self, job_id, f"part {index}")
+    check_cancelled(job_id)
+    self.started(job_id)
     pcm = audio_store().pcm(job_id, index)
     if pcm is None:
         raise JobFailed(f"part {index} of job {job_id} is not in the store (expired?)")
-    start, _ = store().meta(job_id)["asr_spans"][index]
+    start, _ = store().meta(job_id).asr_spans[index]
     rec = get_recognizer(settings().asr)
     started_at = time.time()
     started = time.monotonic()
@@ -89,30 +91,30 @@ def asr_part(self: MaieTask, *, job_id: str, index: int) -> dict[str, Any]:
     return {"index": index, "segments": len(segments)}
 
 
-@app.task(bind=True, base=MaieTask, name="maie.asr_join", stage="asr")
+@app.task(bind=True, base=MaieTask, name=ASR_JOIN, stage="asr", what="join")
 def asr_join(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, Any]:
-    _check_cancelled(job_id)
-    _started(self, job_id, "join")
+    check_cancelled(job_id)
+    self.started(job_id)
     st = store()
     meta = st.meta(job_id)
     parts = audio_store().parts(job_id)
-    timed = stitch(parts, int(meta["asr_parts"]))
+    timed = stitch(parts, meta.asr_parts)
     if not timed:
-        raise InputError(f"no speech recognised in {meta['audio_seconds']:.1f} s of audio")
+        raise InputError(f"no speech recognised in {meta.audio_seconds or 0.0:.1f} s of audio")
     segments = [Segment(t.text, None, t.start, t.end) for t in timed]
     chunks = split_into_chunks(segments, settings())
     st.put_raw_transcript(job_id, _raw_transcript(timed, parts, meta))
-    st.create(job_id, {"n_chunks": len(chunks), "asr_done": True}, [c.text for c in chunks])
+    st.put_chunks(job_id, [c.text for c in chunks], n_chunks=len(chunks), asr_done=True)
     audio_store().drop_audio(job_id)
     log.info("transcript stitched: %d segments, %d chunks", len(timed), len(chunks))
-    raise self.replace(job_canvas(self.app, job_id, len(chunks), list(meta["features"])))
+    raise self.replace(job_canvas(self.app, job_id, len(chunks), meta.features))
 
 
 def _raw_transcript(
-    timed: list[TimedSegment], parts: dict[int, dict[str, Any]], meta: dict[str, Any]
+    timed: list[TimedSegment], parts: dict[int, dict[str, Any]], meta: JobMeta
 ) -> dict[str, Any]:
-    audio_seconds = float(meta["audio_seconds"])
-    wall = time.time() - float(meta["asr_started_at"])
+    audio_seconds = meta.audio_seconds or 0.0
+    wall = time.time() - (meta.asr_started_at or time.time())
     # The language of the most audio: parts of one recording rarely disagree, but a short part
     # of music or noise can be "detected" as anything.
     by_language: dict[str, float] = {}
@@ -132,5 +134,5 @@ def _raw_transcript(
             "language": language,
             "language_probability": max(probabilities) if probabilities else None,
         },
-        "version": meta["version_asr"],
+        "version": meta.version_asr,
     }

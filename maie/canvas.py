@@ -20,6 +20,8 @@ from __future__ import annotations
 from celery import Celery, chord, group
 from celery.canvas import Signature
 
+from maie.names import ASR_JOIN, ASR_PART, ASR_SPLIT, ASSEMBLE, ENHANCE_CHUNK, PARTIAL_NOTES, SUMMARIZE
+
 __all__ = [
     "chunk_task_id",
     "notes_task_id",
@@ -45,7 +47,7 @@ def asr_part_task_id(job_id: str, index: int) -> str:
 
 def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> Signature:
     """The canvas that runs a new job."""
-    body_name = "maie.summarize" if "summary" in features else "maie.assemble"
+    body_name = SUMMARIZE if "summary" in features else ASSEMBLE
     body = app.signature(body_name, kwargs={"job_id": job_id}).set(task_id=job_id)
     if "enhance" not in features:
         return body
@@ -53,7 +55,7 @@ def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> 
     # each chunk's result channel, which nobody reads (see maie.tasks.enhance_chunk).
     header = group(
         app.signature(
-            "maie.enhance_chunk",
+            ENHANCE_CHUNK,
             kwargs={"job_id": job_id, "index": i},
             options={"task_id": chunk_task_id(job_id, i), "ignore_result": True},
         )
@@ -66,26 +68,26 @@ def notes_canvas(app: Celery, job_id: str, level: int, groups: list[tuple[int, i
     """Notes at `level` per group [start, end) of the level below, then the summary of those notes."""
     header = group(
         app.signature(
-            "maie.partial_notes",
+            PARTIAL_NOTES,
             kwargs={"job_id": job_id, "level": level, "group": g, "start": start, "end": end},
         ).set(task_id=notes_task_id(job_id, level, g))
         for g, (start, end) in enumerate(groups)
     )
-    body = app.signature("maie.summarize", kwargs={"job_id": job_id, "level": level})
+    body = app.signature(SUMMARIZE, kwargs={"job_id": job_id, "level": level})
     return chord(header, body.set(task_id=f"{job_id}-summary-{level}"))
 
 
 def audio_canvas(app: Celery, job_id: str) -> Signature:
     """The canvas that starts an audio job: decode and cut the recording (queue asr)."""
-    return app.signature("maie.asr_split", kwargs={"job_id": job_id}).set(task_id=job_id)
+    return app.signature(ASR_SPLIT, kwargs={"job_id": job_id}).set(task_id=job_id)
 
 
 def asr_parts_canvas(app: Celery, job_id: str, n_parts: int) -> Signature:
     """Recognise the parts in parallel, then stitch them (and go on with the text's canvas)."""
     header = group(
-        app.signature("maie.asr_part", kwargs={"job_id": job_id, "index": p}).set(
+        app.signature(ASR_PART, kwargs={"job_id": job_id, "index": p}).set(
             task_id=asr_part_task_id(job_id, p)
         )
         for p in range(n_parts)
     )
-    return chord(header, app.signature("maie.asr_join", kwargs={"job_id": job_id}).set(task_id=job_id))
+    return chord(header, app.signature(ASR_JOIN, kwargs={"job_id": job_id}).set(task_id=job_id))

@@ -13,6 +13,9 @@ Reliability settings and why (see docs/OPERATIONS.md):
 - result_expires outlasts any job: the chord counter lives under it.
 - the threads pool: LLM calls wait on the network or on one shared engine, and vLLM's engine spawns
   processes, which a daemonic prefork child cannot do.
+
+Importing this module reads nothing: the app is configured from the settings the first time it is
+used, and `celery -A maie <command>` checks them as the command starts (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -23,44 +26,46 @@ import sys
 import threading
 from typing import Any
 
+import click
 from celery import Celery, signals
 from celery.app.trace import setup_worker_optimizations
 from celery.utils.nodenames import gethostname
 
+from maie.backends.kinds import kind_of
 from maie.broker import guard_closed_redis_channels, is_amqp, task_queues, transport_options
 from maie.errors import ConfigError
-from maie.settings import TASKS, Settings, get_settings
+from maie.names import QUEUES, TASK_QUEUES, TASKS, Task
+from maie.settings import Settings, get_settings, use_env_file
 
 __all__ = [
     "app",
-    "app_for",
+    "client_app",
+    "forget_client_app",
+    "create_app",
     "celery_config",
     "default_node_name",
+    "max_message_seconds",
     "visibility_timeout",
-    "QUEUES",
     "TASK_ROUTES",
-    "startup_settings",
 ]
 
 log = logging.getLogger("maie.worker")
 
-QUEUES = ("enhance", "summary", "asr")
-TASK_ROUTES: dict[str, dict[str, str]] = {
-    "maie.asr_split": {"queue": "asr"},
-    "maie.asr_part": {"queue": "asr"},
-    "maie.asr_join": {"queue": "asr"},
-    "maie.enhance_chunk": {"queue": "enhance"},
-    "maie.summarize": {"queue": "summary"},
-    "maie.partial_notes": {"queue": "summary"},
-    "maie.assemble": {"queue": "summary"},
-}
+TASK_ROUTES: dict[str, dict[str, str]] = {name: {"queue": queue} for name, queue in TASK_QUEUES.items()}
 RESULT_EXPIRES = 7 * 86400
+
+
+def max_message_seconds(settings: Settings) -> float:
+    """An upper bound on how long one task message stays unacknowledged: its retry countdown
+    (held by the worker) plus one run of a few LLM calls. Each retry is a new message, so the
+    retry deadline does not add up here."""
+    return settings.task_retry_backoff_max + 3 * kind_of(settings).call_timeout(settings)
 
 
 def visibility_timeout(settings: Settings) -> int:
     """Seconds before Redis hands an unacknowledged message to another worker. Every retry
     countdown stays below it (see maie.tasks), or a task waiting to retry would run twice."""
-    return settings.broker_visibility_timeout or max(3600, int(settings.max_message_seconds * 2))
+    return settings.broker_visibility_timeout or max(3600, int(max_message_seconds(settings) * 2))
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -95,60 +100,83 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _running_under_celery() -> bool:
-    argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return argv0 == "celery" or (argv0 == "__main__.py" and "celery" in sys.argv[0])
+def create_app(settings: Settings | None = None) -> Celery:
+    """A MAIE Celery app. Creating it reads nothing: it is configured the first time it is used,
+    from `settings`, or without them from the process settings (the environment and `.env`).
 
-
-# Settings are read once, at import. A configuration error stops `celery -A maie ...` at once with
-# its one-line message; an application importing `maie` gets it as ConfigError on first use instead.
-startup_error: ConfigError | None = None
-try:
-    startup_settings: Settings = get_settings()
-except ConfigError as exc:
-    if _running_under_celery():
-        sys.stderr.write(f"maie: configuration error: {exc}\n")
-        raise SystemExit(2) from None
-    startup_error = exc
-    startup_settings = Settings.model_construct()
-
-if _running_under_celery() and startup_error is None:
-    from maie.flower import apply as _secure_flower
-    from maie.flower import is_flower_command
-
-    if is_flower_command(sys.argv):
-        # Before Flower reads its FLOWER_* variables: auth required, loopback unless authenticated.
-        try:
-            for _warning in _secure_flower(startup_settings, sys.argv, os.environ):
-                sys.stderr.write(f"maie: warning: {_warning}\n")
-        except ConfigError as exc:
-            sys.stderr.write(f"maie: error: {exc}\n")
-            raise SystemExit(2) from None
-
-guard_closed_redis_channels()  # a kombu bug that stops workers when Redis dies: see maie/broker.py
-app = Celery("maie", include=["maie.tasks", "maie.asr_tasks"])
-app.conf.update(celery_config(startup_settings))
-_apps: dict[tuple[str, str], Celery] = {}
-
-
-def app_for(settings: Settings) -> Celery:
-    """The app that sends to `settings`' broker: `app` itself unless the caller passed other URLs."""
-    key = (settings.celery_broker_url, settings.celery_result_backend)
-    if key == (startup_settings.celery_broker_url, startup_settings.celery_result_backend):
-        return app
-    if key not in _apps:
+    `app` below is the one `celery -A maie` finds and the tasks are registered on; an application
+    that passes its own Settings to `maie.submit` gets an app of its own for their broker."""
+    app = Celery("maie", include=["maie.tasks", "maie.asr_tasks"], set_as_current=settings is None)
+    pinned: dict[str, Any] = {}
+    if settings is not None:
         # Celery reads CELERY_BROKER_URL and CELERY_RESULT_BACKEND from the environment before its
         # configuration: pin the backend and the read/write broker URLs, or this app would send
         # the job to the environment's Redis while its records went to `settings`' Redis.
-        other = Celery("maie", set_as_current=False)
-        other.backend_cls = settings.celery_result_backend  # takes precedence over the environment
-        other.conf.update(
-            celery_config(settings),
-            broker_read_url=settings.celery_broker_url,
-            broker_write_url=settings.celery_broker_url,
-        )
-        _apps[key] = other
-    return _apps[key]
+        app.backend_cls = settings.celery_result_backend
+        pinned = {
+            "broker_read_url": settings.celery_broker_url,
+            "broker_write_url": settings.celery_broker_url,
+        }
+
+    def configure(sender: Celery, **_: Any) -> None:
+        sender.config_from_object({**celery_config(settings or get_settings()), **pinned})
+
+    app.on_configure.connect(configure, sender=app, weak=False)
+    return app
+
+
+app = create_app()
+
+
+_client_apps: dict[tuple[str, str], Celery] = {}
+
+
+def client_app(settings: Settings | None = None) -> Celery:
+    """The app that sends to `settings`' broker: `app` without settings, else one app per pair of
+    broker and Redis URLs in this process (its connection pools are reused by every job)."""
+    if settings is None:
+        return app
+    key = (settings.celery_broker_url, settings.celery_result_backend)
+    if key not in _client_apps:
+        _client_apps[key] = create_app(settings)
+    return _client_apps[key]
+
+
+def forget_client_app(broker_url: str, backend_url: str) -> Celery | None:
+    """Forget the app of these URLs (their servers are going away) and return it to be closed."""
+    return _client_apps.pop((broker_url, backend_url), None)
+
+
+# `celery -A maie ... --env-file prod.env`: the settings file, for every subcommand. Declaring it as
+# a preload option also gives MAIE its start-up hook (below), which runs before any subcommand.
+app.user_options["preload"].add(
+    click.Option(["--env-file"], default=".env", show_default=True, help="MAIE: the settings file to read.")
+)
+
+
+@signals.user_preload_options.connect
+def _on_command_start(app: Celery | None = None, options: dict[str, Any] | None = None, **_: Any) -> None:
+    """`celery -A maie <command>` starts: check the settings (one line and exit 2 when they are
+    wrong), and secure Flower before it reads its FLOWER_* variables."""
+    if app is None or app.main != "maie":
+        return
+    use_env_file((options or {}).get("env_file") or ".env")
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        sys.stderr.write(f"maie: configuration error: {exc}\n")
+        raise SystemExit(2) from None
+    from maie.flower import apply as secure_flower
+    from maie.flower import is_flower_command
+
+    if is_flower_command(sys.argv):
+        # Auth required, loopback unless authenticated (maie/flower.py).
+        try:
+            for warning in secure_flower(settings, sys.argv, os.environ):
+                sys.stderr.write(f"maie: warning: {warning}\n")
+        except ConfigError as exc:
+            sys.stderr.write(f"maie: error: {exc}\n")
+            raise SystemExit(2) from None
 
 
 def _queues_of(options: dict[str, Any]) -> list[str]:
@@ -174,7 +202,8 @@ def _on_worker_init(
     from maie.backends import bind_queues
     from maie.logs import set_pool
 
-    settings = startup_settings
+    guard_closed_redis_channels()  # a kombu bug that stops workers when Redis dies: see maie/broker.py
+    settings = get_settings()
     queues = _queues_of(options or {})
     bind_queues(queues)
     set_pool("-".join(queues))
@@ -190,13 +219,8 @@ def _on_worker_init(
             # The recognition pool: as many threads as recognition calls the model runs at once.
             conf.worker_concurrency = settings.asr.concurrency
         else:
-            # A pool's default concurrency is what fills its LLM: the server's batch, or the engine's.
-            task = next((q for q in queues if q in TASKS), "enhance")
-            conf.worker_concurrency = (
-                settings.task_settings(task).max_num_seqs  # type: ignore[arg-type]
-                if settings.llm_backend == "local_vllm"
-                else 16
-            )
+            task: Task = next((t for t in TASKS if t in queues), "enhance")
+            conf.worker_concurrency = kind_of(settings).default_concurrency(task, settings)
     if "asr" in queues:
         from maie.asr import set_pool_size
 
@@ -218,7 +242,7 @@ def _declare_amqp_queues() -> None:
 def _on_setup_logger(**_: Any) -> None:
     from maie.logs import setup_logging
 
-    s = startup_settings
+    s = get_settings()
     setup_logging(s.log_dir, s.log_level, max_bytes=s.log_max_bytes, backups=s.log_backup_count)
 
 
@@ -227,13 +251,14 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     """Bind each consumed task's backend now, so the log says which endpoint and model it uses."""
     from maie.backends import bound_queues, discover_backends, get_backend
     from maie.reconcile import start_reconciler
-    from maie.tasks import store
+    from maie.task_base import store
 
+    settings = get_settings()
     queues = bound_queues() or set(QUEUES)
     tasks = [t for t in TASKS if t in queues]
-    log.info("worker ready: queues=%s backend=%s", ",".join(sorted(queues)), startup_settings.llm_backend)
+    log.info("worker ready: queues=%s backend=%s", ",".join(sorted(queues)), settings.llm_backend)
     # Every pool watches for jobs that stopped making progress (maie.reconcile), one at a time.
-    start_reconciler(sender.app if sender is not None else app, startup_settings, store())
+    start_reconciler(sender.app if sender is not None else app, settings, store())
 
     if "asr" in queues:
         # The recognition model loads off the start-up path too; the first task waits for it.
@@ -242,18 +267,18 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     def bind() -> None:
         for task in tasks:
             try:
-                get_backend(task, startup_settings)
+                get_backend(task, settings)
             except Exception as exc:  # logged here; the task that needs it fails with the reason
                 log.error("LLM %s backend unavailable: %s", task, exc)
 
-    if startup_settings.llm_backend == "local_vllm":
+    if kind_of(settings).loads_slowly:
         # Loading an engine takes a while: do it off the start-up path so the worker stays
         # responsive; the first task waits for it through the same lock.
         threading.Thread(target=bind, name="maie-engine-load", daemon=True).start()
         return
     try:
         # Learn each endpoint's model and context now; a model it does not serve stops the worker.
-        discover_backends(tasks, startup_settings)
+        discover_backends(tasks, settings)
     except ConfigError as exc:
         # One line (stderr is the log here), then exit 2 like any configuration error.
         log.error("maie: configuration error: %s", exc)
@@ -264,7 +289,7 @@ def _load_asr_model() -> None:
     from maie.asr import get_recognizer
 
     try:
-        rec = get_recognizer(startup_settings.asr)
+        rec = get_recognizer(get_settings().asr)
         log.info("ASR model loaded in %.1f s: %s", rec.load_seconds, rec.version())
     except Exception as exc:  # logged here; the task that needs it fails with the reason
         log.error("ASR model unavailable: %s", exc)

@@ -19,8 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from maie.errors import ConfigError, InputError, MaieError
+from maie.names import TASKS
 from maie.result import JobResult
-from maie.settings import TASKS, Settings, find_legacy_names, legacy_message, load_settings, mask_url
+from maie.settings import Settings, find_legacy_names, legacy_message, load_settings, mask_url
 
 if TYPE_CHECKING:
     from maie.submit import Job

@@ -28,6 +28,7 @@ import redis
 
 from maie.backends.base import Completion, LLMBackend, Message
 from maie.errors import BackendUnavailable
+from maie.names import KEY_PREFIX
 
 __all__ = ["EndpointCoolingDown", "EndpointDown", "Cooldown", "GuardedBackend"]
 
@@ -74,7 +75,7 @@ class Cooldown:
         self.cap = max(1.0, cap_seconds)
         self.probe_ttl = max(1, int(probe_ttl) + 5)
         sha = hashlib.sha256(url.encode()).hexdigest()[:16]
-        self.key = f"maie:endpoint:{sha}"
+        self.key = f"{KEY_PREFIX}endpoint:{sha}"
         self.probe_key = f"{self.key}:probe"
 
     def state(self) -> EndpointDown | None:

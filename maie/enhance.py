@@ -66,7 +66,7 @@ class EnhancedChunk:
     index: int
     text: str
     degraded: bool
-    edit_rate: float
+    edit_rate: float | None  # None when the chunk could not be enhanced at all
     attempts: int
     prompt_tokens: int
     completion_tokens: int
@@ -74,6 +74,22 @@ class EnhancedChunk:
     # Set when the chunk could not be enhanced at all and its raw text stands in for it.
     failed: bool = False
     error: str | None = None
+
+    @classmethod
+    def kept_raw(cls, index: int, text: str, error: str, attempts: int) -> EnhancedChunk:
+        """A chunk that could not be enhanced, its raw text standing in (ENHANCE_ON_FAILURE=raw)."""
+        return cls(
+            index=index,
+            text=text,
+            degraded=True,
+            edit_rate=None,
+            attempts=attempts,
+            prompt_tokens=0,
+            completion_tokens=0,
+            seconds=0.0,
+            failed=True,
+            error=error,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,7 +197,7 @@ def enhance_chunk_text(
         # A degraded half stands as raw text; the whole chunk is then marked degraded.
         first.text + joiner + second.text,
         degraded,
-        round(max(first.edit_rate, second.edit_rate), 4),
+        round(max(first.edit_rate or 0.0, second.edit_rate or 0.0), 4),
         max(first.attempts, second.attempts),
         first.prompt_tokens + second.prompt_tokens,
         first.completion_tokens + second.completion_tokens,

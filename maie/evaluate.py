@@ -53,7 +53,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from maie.errors import ConfigError, InputError, MaieError
-from maie.settings import TASKS, Settings, load_settings
+from maie.names import TASKS
+from maie.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from maie.result import JobResult

@@ -26,13 +26,15 @@ from typing import Any
 
 import redis
 
+from maie.names import KEY_PREFIX
 from maie.settings import Settings
+from maie.store import redis_client
 
 __all__ = ["KEY", "FAMILIES", "record_llm", "record_chunk", "record_job", "MaieCollector", "serve"]
 
 log = logging.getLogger("maie.metrics")
 
-KEY = "maie:metrics"
+KEY = f"{KEY_PREFIX}metrics"
 # The metric families `maie metrics` serves (the dashboard in monitoring/ is checked against them).
 FAMILIES = (
     "maie_queue_depth",
@@ -46,19 +48,13 @@ FAMILIES = (
 _SEP = "\x1f"  # between labels in a hash field: cannot occur in an endpoint URL or a model name
 
 
-def _client(url: str) -> redis.Redis:
-    from maie.store import _client as store_client
-
-    return store_client(url)
-
-
 def _field(name: str, *labels: str) -> str:
     return _SEP.join((name, *labels))
 
 
 def _add(url: str, ints: dict[str, int], floats: dict[str, float]) -> None:
     try:
-        pipe = _client(url).pipeline(transaction=False)
+        pipe = redis_client(url).pipeline(transaction=False)
         for field, n in ints.items():
             pipe.hincrby(KEY, field, n)
         for field, x in floats.items():
@@ -117,7 +113,7 @@ class MaieCollector:
             depth.add_metric([queue], waiting)
         yield depth
 
-        raw = _client(self.settings.celery_result_backend).hgetall(KEY)
+        raw = redis_client(self.settings.celery_result_backend).hgetall(KEY)
         llm = {
             name: CounterMetricFamily(f"maie_llm_{name}", text, labels=["task", "endpoint", "model"])
             for name, text in (

@@ -27,6 +27,7 @@ from celery import Celery
 from kombu.exceptions import ChannelError
 
 from maie.canvas import chunk_task_id
+from maie.names import ASSEMBLE, ENHANCE_CHUNK, KEY_PREFIX, SUMMARIZE
 from maie.result import JobError
 from maie.settings import Settings
 from maie.store import JobStore
@@ -35,7 +36,7 @@ __all__ = ["Reconciler", "Missing", "start_reconciler", "stop_reconciler"]
 
 log = logging.getLogger("maie.reconcile")
 
-LOCK = "maie:reconciler:lock"
+LOCK = f"{KEY_PREFIX}reconciler:lock"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Missing:
     """What a job is waiting for: chunk tasks, or its final task."""
 
     chunks: list[int]
-    final: str | None  # "maie.summarize" | "maie.assemble" | None
+    final: str | None  # SUMMARIZE | ASSEMBLE | None
 
     @property
     def queue(self) -> str:
@@ -52,7 +53,7 @@ class Missing:
     def describe(self) -> str:
         if self.chunks:
             return f"chunk task(s) {', '.join(map(str, self.chunks))}"
-        return "the summary task" if self.final == "maie.summarize" else "the final assembly task"
+        return "the summary task" if self.final == SUMMARIZE else "the final assembly task"
 
 
 def missing(store: JobStore, job_id: str) -> Missing | None:
@@ -62,13 +63,12 @@ def missing(store: JobStore, job_id: str) -> Missing | None:
     if not store.exists(job_id):
         return None
     meta = store.meta(job_id)
-    if meta.get("input") == "audio" and not meta.get("asr_done"):
+    if meta.waits_for_recognition:
         return None  # still being recognised: its chunks do not exist yet (not reconciled here)
-    features = list(meta["features"])
-    final = "maie.summarize" if "summary" in features else "maie.assemble"
-    if "enhance" in features:
+    final = SUMMARIZE if "summary" in meta.features else ASSEMBLE
+    if meta.enhanced_chunks:
         done = store.enhanced(job_id)
-        chunks = [i for i in range(int(meta["n_chunks"])) if i not in done]
+        chunks = [i for i in range(meta.enhanced_chunks) if i not in done]
         if chunks:
             return Missing(chunks, final)
     return Missing([], final)
@@ -121,9 +121,9 @@ class Reconciler:
         if not self._queue_passed(need.queue, created):
             return []  # its tasks may still be waiting behind older work
         quiet = now - (self.store.last_progress(job_id) or now)
-        rounds = int(self.store.meta(job_id).get("redispatches", 0)) + 1
+        rounds = self.store.meta(job_id).redispatches + 1
         if rounds > self.settings.job_max_redispatches:
-            stage = "enhance" if need.chunks else "summary" if need.final == "maie.summarize" else "enhance"
+            stage = "enhance" if need.chunks else "summary" if need.final == SUMMARIZE else "enhance"
             message = (
                 f"no progress for {quiet:.0f} s: {need.describe()} never completed, although sent "
                 f"again {rounds - 1} time(s) (JOB_MAX_REDISPATCHES={self.settings.job_max_redispatches}); "
@@ -139,7 +139,7 @@ class Reconciler:
         if need.chunks:
             self.store.mark_redispatched(job_id)
             for index in need.chunks:
-                self._send("maie.enhance_chunk", job_id, redispatch=rounds, index=index)
+                self._send(ENHANCE_CHUNK, job_id, redispatch=rounds, index=index)
         else:
             assert need.final is not None
             self._send(need.final, job_id, redispatch=rounds)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from maie.errors import JobFailed
-
-if TYPE_CHECKING:
-    from maie.store import JobStore
+from maie.job_meta import JobMeta
 
 __all__ = [
     "ChunkRecord",
@@ -139,34 +137,37 @@ def version_of(
     )
 
 
-def build_result(store: JobStore, job_id: str, meta: dict[str, Any]) -> JobResult:
-    """The job's result from its stored chunks, in order; a missing chunk is an error, never a gap."""
-    n = int(meta["n_chunks"])
-    features = list(meta["features"])
+def build_result(
+    job_id: str,
+    meta: JobMeta,
+    enhanced: dict[int, dict[str, Any]],
+    raw_transcript: dict[str, Any] | None = None,
+) -> JobResult:
+    """The job's result from its records: the enhanced chunks in order (a missing chunk is an
+    error, never a gap) and, for a recording, the transcript recognition found."""
+    n = meta.n_chunks
     result = JobResult(
         job_id=job_id,
         status="SUCCESS",
-        features=features,
-        template_id=meta.get("template_id"),
-        submitted_at=meta.get("created_at"),
+        features=list(meta.features),
+        template_id=meta.template_id,
+        submitted_at=meta.created_at,
     )
-    if meta.get("input") == "audio":
-        raw = store.raw_transcript(job_id)
-        if raw is None:
+    if meta.input == "audio":
+        if raw_transcript is None:
             raise JobFailed("the recognised transcript is missing from the store")
-        result.raw_transcript = RawTranscript.model_validate(raw)
-    if "enhance" not in features:
+        result.raw_transcript = RawTranscript.model_validate(raw_transcript)
+    if "enhance" not in meta.features:
         return result
-    records = store.enhanced(job_id)
-    missing = [i for i in range(n) if i not in records]
+    missing = [i for i in range(n) if i not in enhanced]
     if missing:
         raise JobFailed(f"enhanced chunks missing from the store: {missing[:20]}")
-    ordered = [records[i] for i in range(n)]
+    ordered = [enhanced[i] for i in range(n)]
     result.enhanced_text = "\n".join(r["text"] for r in ordered)
     result.chunks = [ChunkRecord.model_validate(r) for r in ordered]
     # Each chunk record says what enhanced it (one pool normally serves a whole job: the first
     # chunk's stands for all); jobs written by earlier releases kept it in the job's record.
-    version = next((r["version"] for r in ordered if r.get("version")), meta.get("version_enhance"))
+    version = next((r["version"] for r in ordered if r.get("version")), meta.version_enhance)
     if version is not None:
         result.versions["enhance"] = StageVersion.model_validate(version)
     result.metrics["enhance"] = StageMetrics(

@@ -36,9 +36,10 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from maie.backends.local_vllm import STRUCTURED_OUTPUTS_CONFIG
+from maie.backends.base import STRUCTURED_OUTPUTS_CONFIG
 from maie.errors import ConfigError
-from maie.settings import TASKS, Settings, Task, load_settings
+from maie.names import TASKS, Task
+from maie.settings import Settings, load_settings
 
 __all__ = [
     "DEFAULT_PORTS",

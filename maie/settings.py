@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from maie.errors import ConfigError
+from maie.names import Task
 
 __all__ = [
     "Settings",
@@ -27,17 +28,14 @@ __all__ = [
     "LlmTaskSettings",
     "AsrSettings",
     "Endpoint",
-    "Task",
-    "TASKS",
     "LEGACY_NAMES",
     "find_legacy_names",
     "load_settings",
     "get_settings",
+    "use_env_file",
     "mask_url",
 ]
 
-Task = Literal["enhance", "summary"]
-TASKS: tuple[Task, ...] = ("enhance", "summary")
 
 # Removed name -> replacement. Kept here so the CLI, the API, the worker and the docs say the same.
 LEGACY_NAMES: dict[str, str] = {
@@ -237,18 +235,6 @@ class Settings(BaseSettings):
             s.summary_model_name or s.enhance_model_name,
         )
 
-    @property
-    def max_message_seconds(self) -> float:
-        """An upper bound on how long one task message stays unacknowledged: its retry countdown
-        (held by the worker) plus one run of a few LLM calls. Sizes the visibility timeout; each
-        retry is a new message, so the retry deadline does not add up here."""
-        per_call = (
-            self.llm_server.request_timeout_seconds
-            if self.llm_backend == "vllm_server"
-            else max(self.llm_enhance.request_timeout_seconds, self.llm_sum.request_timeout_seconds)
-        )
-        return self.task_retry_backoff_max + 3 * per_call
-
 
 def mask_url(url: str) -> str:
     """`url` with its password (if any) replaced by ****, for output people and clients see."""
@@ -300,7 +286,20 @@ def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Set
         raise ConfigError(f"invalid configuration: {problems}") from None
 
 
+# The file `get_settings` reads: `.env`, or what `celery -A maie ... --env-file` names.
+_env_file: str = ".env"
+
+
+def use_env_file(path: str) -> None:
+    """Read the process settings from `path` from now on (the Celery command's --env-file)."""
+    global _env_file
+    if path != _env_file:
+        _env_file = path
+        get_settings.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once (workers and the CLI)."""
-    return load_settings()
+    """The process-wide settings, read on first use (by a worker or the CLI as it starts, by
+    `maie.submit` when it is given no settings), then kept."""
+    return load_settings(env_file=_env_file)

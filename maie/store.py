@@ -16,20 +16,23 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-__all__ = ["JobStore", "ACTIVE", "REDISPATCHED"]
+from maie.job_meta import JobMeta
+from maie.names import JOB_PREFIX, KEY_PREFIX
 
-PREFIX = "maie:job:"
+__all__ = ["JobStore", "redis_client", "ACTIVE", "REDISPATCHED"]
+
+PREFIX = JOB_PREFIX
 # Jobs not yet ended, scored by when they last made progress (or are next expected to: a retry
 # countdown's end). The reconciler (maie.reconcile) reads it; an ended job leaves it.
-ACTIVE = "maie:active"
+ACTIVE = f"{KEY_PREFIX}active"
 # Jobs whose chord lost a chunk task: their final task is sent by the reconciler, not the chord.
-REDISPATCHED = "maie:redispatched"
+REDISPATCHED = f"{KEY_PREFIX}redispatched"
 # Per queue: the creation time of the newest job a task of which has started from that queue.
-HEADS = "maie:heads"
+HEADS = f"{KEY_PREFIX}heads"
 
 
 @lru_cache(maxsize=8)
-def _client(url: str, patient: bool = False) -> redis.Redis:
+def redis_client(url: str, patient: bool = False) -> redis.Redis:
     # One connection pool per URL and process, shared by every JobStore and Job handle.
     if patient:
         # Workers: a Redis restart (a deploy, a crash with an append-only file) must not fail the
@@ -45,16 +48,21 @@ def _client(url: str, patient: bool = False) -> redis.Redis:
 
 class JobStore:
     def __init__(self, url: str, ttl_seconds: int, *, patient: bool = False) -> None:
-        self.redis: redis.Redis = _client(url, patient)
+        self.redis: redis.Redis = redis_client(url, patient)
         self.ttl = ttl_seconds
 
     def _key(self, job_id: str, part: str = "") -> str:
         return f"{PREFIX}{job_id}{':' + part if part else ''}"
 
     # -- creation ------------------------------------------------------------------------------
-    def create(self, job_id: str, meta: dict[str, Any], chunks: list[str]) -> None:
+    def create(self, job_id: str, meta: JobMeta, chunks: list[str]) -> None:
+        """The job's metadata (the fields set on `meta`) and its chunk texts."""
+        self.put_chunks(job_id, chunks, **meta.model_dump(exclude_unset=True))
+
+    def put_chunks(self, job_id: str, chunks: list[str], **fields: Any) -> None:
+        """The job's chunk texts, with the metadata fields they come with, in one transaction."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self._key(job_id), mapping={k: json.dumps(v) for k, v in meta.items()})
+        pipe.hset(self._key(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
         if chunks:
             pipe.hset(self._key(job_id, "raw"), mapping={str(i): t for i, t in enumerate(chunks)})
         for part in ("", "raw"):
@@ -76,9 +84,9 @@ class JobStore:
         value = self.redis.hget(self._key(job_id), "created_at")
         return None if value is None else float(json.loads(str(value)))
 
-    def meta(self, job_id: str) -> dict[str, Any]:
+    def meta(self, job_id: str) -> JobMeta:
         raw = self.redis.hgetall(self._key(job_id))
-        return {str(k): json.loads(v) for k, v in raw.items()}
+        return JobMeta.model_validate({str(k): json.loads(v) for k, v in raw.items()})
 
     def set_meta(self, job_id: str, **fields: Any) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -249,7 +257,7 @@ class JobStore:
     # -- idempotent submission -----------------------------------------------------------------
     def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
         """Bind `key` to `job_id`; returns the job already bound to it, if any."""
-        name = f"maie:idem:{key}"
+        name = f"{KEY_PREFIX}idem:{key}"
         if self.redis.set(name, job_id, nx=True, ex=self.ttl):
             return None
         existing = self.redis.get(name)
@@ -257,7 +265,7 @@ class JobStore:
 
     def release_idempotency_key(self, key: str, job_id: str) -> None:
         """Unbind `key` if it is still bound to `job_id` (a job that could not be queued)."""
-        name = f"maie:idem:{key}"
+        name = f"{KEY_PREFIX}idem:{key}"
         pipe = self.redis.pipeline(transaction=True)
         pipe.watch(name)  # type: ignore[no-untyped-call]
         try:

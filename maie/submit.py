@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import kombu.exceptions
@@ -29,31 +29,32 @@ import redis
 
 from maie.audio import AudioInput, read_audio
 from maie.audio_store import AudioStore
+from maie.backends.kinds import kind_of
 from maie.broker import amqp_queue_depths, is_amqp
 from maie.canvas import asr_part_task_id, audio_canvas, chunk_task_id, job_canvas
-from maie.celery import QUEUES, RESULT_EXPIRES, app_for, startup_error, startup_settings
+from maie.celery import RESULT_EXPIRES, client_app
 from maie.chunking import Chunk, chunk_segments, load_token_counter
 from maie.enhance import max_chunk_tokens
 from maie.errors import BackendUnavailable, InputError, QueueFull
 from maie.inputs import Format, Segment, load_transcript, parse_transcript
+from maie.job_meta import JobMeta
+from maie.names import QUEUES, TASKS
 from maie.result import JobError, JobResult, JobStatus
-from maie.settings import Settings
-from maie.store import JobStore
+from maie.settings import Settings, get_settings
+from maie.store import JobStore, redis_client
 from maie.templates import load_template
 
 __all__ = ["FEATURES", "submit", "Job", "check_features", "split_into_chunks"]
 
-FEATURES = ("enhance", "summary")
+# What a job can ask for: the LLM stages, in pipeline order.
+FEATURES = TASKS
 
 log = logging.getLogger(__name__)
 
 
 def _settings(settings: Settings | None) -> Settings:
-    if settings is not None:
-        return settings
-    if startup_error is not None:
-        raise startup_error
-    return startup_settings
+    """The caller's settings, else the process settings (read now, on first use: ConfigError)."""
+    return settings if settings is not None else get_settings()
 
 
 def _store(settings: Settings) -> JobStore:
@@ -78,12 +79,12 @@ def chunk_budget(settings: Settings) -> int:
     Against a server the context is learnt by the enhance pool, which enhances a chunk that does
     not fit in parts (and says so in its log); here only the local engine's context is known."""
     wanted = settings.chunk_max_tokens
-    if settings.llm_backend != "local_vllm":
+    context = kind_of(settings).context_length("enhance", settings)
+    if context is None:
         return wanted
-    cfg = settings.llm_enhance
-    allowed = max_chunk_tokens(cfg.max_model_len, cfg)
+    allowed = max_chunk_tokens(context, settings.llm_enhance)
     if allowed < wanted:
-        _warn_clamped(wanted, allowed, cfg.max_model_len)
+        _warn_clamped(wanted, allowed, context)
     return min(wanted, allowed)
 
 
@@ -103,12 +104,10 @@ def queue_depths(settings: Settings) -> dict[str, int]:
     """Messages waiting in each queue: the length of its list on Redis, its ready messages on
     RabbitMQ; BackendUnavailable when the broker cannot be reached."""
     if not is_amqp(settings.celery_broker_url):
-        from maie.store import _client
-
-        client = _client(settings.celery_broker_url)
+        client = redis_client(settings.celery_broker_url)
         return {queue: int(client.llen(queue)) for queue in QUEUES}
     try:
-        with app_for(settings).connection_for_write() as conn:
+        with client_app(settings).connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
             return amqp_queue_depths(conn, QUEUES)
     except (kombu.exceptions.OperationalError, OSError) as exc:
@@ -117,9 +116,8 @@ def queue_depths(settings: Settings) -> dict[str, int]:
 
 def split_into_chunks(segments: list[Segment], settings: Settings) -> list[Chunk]:
     """Segments → chunks under the enhancement model's token budget (also used after recognition)."""
-    s = settings
-    tokenizer = s.llm_enhance.tokenizer or (s.llm_enhance.model if s.llm_backend == "local_vllm" else None)
-    return chunk_segments(segments, chunk_budget(s), load_token_counter(tokenizer))
+    tokenizer = kind_of(settings).tokenizer("enhance", settings)
+    return chunk_segments(segments, chunk_budget(settings), load_token_counter(tokenizer))
 
 
 def _read_text(data: bytes, filename: str | None, max_bytes: int, fmt: Format | None) -> list[Segment]:
@@ -131,9 +129,7 @@ def _read_text(data: bytes, filename: str | None, max_bytes: int, fmt: Format | 
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{where} is neither audio nor UTF-8 text: bad byte at offset {exc.start}"
-        ) from None
+        raise InputError(f"{where} is neither audio nor UTF-8 text: bad byte at offset {exc.start}") from None
     return parse_transcript(text, max_bytes=max_bytes, fmt=fmt)
 
 
@@ -192,24 +188,26 @@ def submit(
         if idempotency_key:
             existing = store.claim_idempotency_key(idempotency_key, job_id)
             if existing is not None:
-                return Job(existing, s)
-        meta: dict[str, Any] = {
-            "features": chosen,
-            "template_id": template.id if template else None,
-            "n_chunks": len(chunks),
-            "created_at": time.time(),
-        }
+                return Job(existing, settings)
+        meta = JobMeta(
+            features=chosen,
+            template_id=template.id if template else None,
+            n_chunks=len(chunks),
+            created_at=time.time(),
+        )
         if labels:
-            meta["labels"] = {str(k): str(v) for k, v in labels.items()}
+            meta.labels = {str(k): str(v) for k, v in labels.items()}
+        app = client_app(settings)
         if audio is not None:
             # The chunks come once the recording is recognised (maie.asr_join).
-            meta.update(input="audio", audio={"name": audio.name, **asdict(audio.info)})
+            meta.input = "audio"
+            meta.audio = {"name": audio.name, **asdict(audio.info)}
             AudioStore(s.celery_result_backend, RESULT_EXPIRES).put_audio(job_id, audio.data)
             store.create(job_id, meta, [])
-            canvas = audio_canvas(app_for(s), job_id)
+            canvas = audio_canvas(app, job_id)
         else:
             store.create(job_id, meta, [c.text for c in chunks])
-            canvas = job_canvas(app_for(s), job_id, len(chunks), chosen)
+            canvas = job_canvas(app, job_id, len(chunks), chosen)
         store.activate(job_id)
         try:
             canvas.apply_async()
@@ -226,7 +224,7 @@ def submit(
         raise BackendUnavailable(
             f"cannot reach Redis at {mask_url(s.celery_result_backend)}: {one_line(exc)}"
         ) from None
-    return Job(job_id, s)
+    return Job(job_id, settings)
 
 
 def mask_url(url: str) -> str:
@@ -262,7 +260,9 @@ class Job:
         except ValueError:
             self.id = job_id
         self._settings = _settings(settings)
-        self._store = _store(self._settings)
+        self.store = _store(self._settings)
+        # The Celery app that sent the job: the process app, or one for the caller's settings.
+        self.app = client_app(settings)
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
@@ -273,18 +273,18 @@ class Job:
             return self._status()
 
     def _status(self) -> JobStatus:
-        st = self._store
+        st = self.store
         if not st.exists(self.id):
             return JobStatus(job_id=self.id, state="UNKNOWN")
         meta = st.meta(self.id)
-        total = int(meta["n_chunks"]) if "enhance" in meta["features"] else 0
+        total = meta.enhanced_chunks
         done = st.enhanced_count(self.id) if total else 0
         error = st.error(self.id)
         state: Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
         final = self._result()  # one place decides how a job ended (success wins over a late cancel)
         if final is not None:
             state = final.status
-        elif done or app_for(self._settings).AsyncResult(self.id).state == "STARTED":
+        elif done or self.app.AsyncResult(self.id).state == "STARTED":
             state = "RUNNING"
         else:
             state = "PENDING"
@@ -292,10 +292,10 @@ class Job:
         if state in ("RUNNING", "PENDING"):
             stage = (
                 "asr"
-                if meta.get("input") == "audio" and not meta.get("asr_done")
+                if meta.waits_for_recognition
                 else "enhance"
                 if total and done < total
-                else ("summary" if "summary" in meta["features"] else "enhance")
+                else ("summary" if "summary" in meta.features else "enhance")
             )
         return JobStatus(
             job_id=self.id,
@@ -304,9 +304,9 @@ class Job:
             chunks_done=done,
             stage=stage,
             error=JobError.model_validate(error) if error else None,
-            submitted_at=meta.get("created_at"),
-            features=list(meta["features"]),
-            template_id=meta.get("template_id"),
+            submitted_at=meta.created_at,
+            features=list(meta.features),
+            template_id=meta.template_id,
         )
 
     def result(self) -> JobResult | None:
@@ -316,20 +316,21 @@ class Job:
             return self._result()
 
     def _result(self) -> JobResult | None:
-        st = self._store
+        st = self.store
         raw = st.result(self.id)
         if raw is not None:
             return JobResult.model_validate_json(raw)
-        meta = st.meta(self.id) if st.exists(self.id) else {}
-        features = list(meta.get("features", []))
+        known = st.exists(self.id)
+        meta = st.meta(self.id) if known else JobMeta()
+        features = list(meta.features)
         if st.cancelled(self.id):
             return JobResult(
                 job_id=self.id,
                 status="CANCELLED",
                 features=features,
-                template_id=meta.get("template_id"),
+                template_id=meta.template_id,
                 error=JobError(stage="job", code="job_cancelled", message="job was cancelled"),
-                submitted_at=meta.get("created_at"),
+                submitted_at=meta.created_at,
                 finished_at=st.cancelled_at(self.id),
             )
         error = st.error(self.id)
@@ -338,23 +339,22 @@ class Job:
                 job_id=self.id,
                 status="FAILURE",
                 features=features,
-                template_id=meta.get("template_id"),
+                template_id=meta.template_id,
                 error=JobError.model_validate(error),
-                submitted_at=meta.get("created_at"),
+                submitted_at=meta.created_at,
                 finished_at=error.get("at"),
             )
-        if not meta:
+        if not known:
             raise InputError(f"no job {self.id} (unknown id, or its records expired)")
         return None
 
     def labels(self) -> dict[str, str]:
         """The labels given to `submit` (empty for an unknown job)."""
-        meta = self._store.meta(self.id)
-        return dict(meta.get("labels") or {})
+        return dict(self.store.meta(self.id).labels)
 
     def raw_text(self) -> str | None:
         """The transcript as MAIE read it (its chunks, in order), or None once its records expired."""
-        raw = self._store.raw_chunks(self.id)
+        raw = self.store.raw_chunks(self.id)
         if not raw:
             return None
         return "\n".join(raw[i] for i in sorted(raw))
@@ -390,8 +390,8 @@ class Job:
                     return
             except InputError:
                 pass  # unknown or expired: marking it is harmless
-            self._store.cancel(self.id)
-            meta = self._store.meta(self.id) if self._store.exists(self.id) else {}
-        ids = [self.id] + [chunk_task_id(self.id, i) for i in range(int(meta.get("n_chunks", 0)))]
-        ids += [asr_part_task_id(self.id, p) for p in range(int(meta.get("asr_parts", 0)))]
-        app_for(self._settings).control.revoke(ids)
+            self.store.cancel(self.id)
+            meta = self.store.meta(self.id) if self.store.exists(self.id) else JobMeta()
+        ids = [self.id] + [chunk_task_id(self.id, i) for i in range(meta.n_chunks)]
+        ids += [asr_part_task_id(self.id, p) for p in range(meta.asr_parts)]
+        self.app.control.revoke(ids)

@@ -52,7 +52,7 @@ if brokers.BROKER == "amqp":
     brokers.remove_stale_vhosts()
     SESSION_VHOST = brokers.Vhost()
 BROKER_URL = SESSION_VHOST.url if SESSION_VHOST is not None else REDIS_URL
-# The test process's own Celery app reads these once, at import: point it at the tests' broker and DB.
+# The test process's settings (read on first use): its Celery app and job store use the tests' broker and DB.
 os.environ["CELERY_BROKER_URL"] = BROKER_URL
 os.environ["CELERY_RESULT_BACKEND"] = REDIS_URL
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -48,11 +48,12 @@ from maie.api.models import (
     TemplateInfo,
     TemplatesResponse,
 )
-from maie.celery import QUEUES, app_for
+from maie.celery import client_app as app_for
 from maie.errors import BackendUnavailable, ConfigError, InputError, MaieError
 from maie.inputs import TranscriptText
 from maie.logs import set_pool, setup_logging
-from maie.settings import TASKS, Settings, load_settings, mask_url
+from maie.names import QUEUES, TASKS
+from maie.settings import Settings, load_settings, mask_url
 from maie.submit import Job, queue_depths, submit
 from maie.templates import Template, list_templates, load_template
 

@@ -13,13 +13,17 @@ import threading
 from collections.abc import Iterable
 
 from maie.backends.base import Completion, LLMBackend, Message
+from maie.backends.kinds import BackendKind, kind_of
 from maie.errors import BackendUnavailable, ConfigError
-from maie.settings import Settings, Task
+from maie.names import Task
+from maie.settings import Settings
 
 __all__ = [
     "Completion",
     "LLMBackend",
     "Message",
+    "BackendKind",
+    "kind_of",
     "build_backend",
     "bind_queues",
     "get_backend",
@@ -37,17 +41,7 @@ _queues: set[str] | None = None  # None: not a worker (CLI, tests): any task may
 
 def build_backend(task: Task, settings: Settings) -> LLMBackend:
     """A new backend for `task` from `settings` (the caller keeps and reuses it)."""
-    if settings.llm_backend == "local_vllm":
-        from maie.backends.local_vllm import LocalVllmBackend
-
-        return LocalVllmBackend(task, settings.task_settings(task))
-    from maie.backends.openai_server import OpenAIServerBackend
-
-    return OpenAIServerBackend(
-        settings.endpoint(task),
-        settings.llm_server.request_timeout_seconds,
-        fallback_context=settings.task_settings(task).max_model_len,
-    )
+    return kind_of(settings).build(task, settings)
 
 
 def bind_queues(queues: Iterable[str]) -> None:
@@ -91,17 +85,13 @@ def get_backend(task: Task, settings: Settings) -> LLMBackend:
                     'LLM_SERVER__* settings and logs/app.log (grep "LLM")'
                 ) from None
             _backends[task] = backend
-            bound_model = (
-                settings.endpoint(task).model_name or "(the model the server serves)"
-                if backend.kind == "vllm_server"
-                else backend.model
-            )
+            about = kind_of(settings).describe(task, settings)
             log.info(
                 "LLM %s bound: backend=%s endpoint=%s model=%s",
                 task,
-                backend.kind,
+                about.kind,
                 backend.endpoint,
-                bound_model,
+                about.model,
             )
     return backend
 

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
-__all__ = ["Message", "Completion", "LLMBackend"]
+__all__ = ["Message", "Completion", "LLMBackend", "STRUCTURED_OUTPUTS_CONFIG"]
+
+# Constrained decoding for the in-process engine and for the servers `maie serve` starts: xgrammar,
+# JSON without free whitespace (otherwise xgrammar lets a small model loop on whitespace inside an
+# object until max_tokens cuts it off; seen with vLLM 0.32 on CPU).
+STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 class Message(TypedDict):

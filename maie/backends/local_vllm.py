@@ -19,13 +19,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from maie.backends.base import Completion, Message
+from maie.backends.base import STRUCTURED_OUTPUTS_CONFIG, Completion, Message
 from maie.errors import BackendRejected, BackendUnavailable, ConfigError, ContextExceeded
 from maie.settings import LlmTaskSettings
-
-# Constrained JSON without free whitespace: otherwise xgrammar lets a small model loop on whitespace
-# inside an object until max_tokens cuts it off (seen with vLLM 0.32 on CPU). Servers get the same.
-STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 __all__ = ["LocalVllmBackend"]
 

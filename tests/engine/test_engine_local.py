@@ -96,5 +96,5 @@ def test_meetings_of_500_to_30000_words_through_local_engines(
         # The tiny model's words are noise, so chunks stay raw (degraded): still every word, in order.
         assert normalize_words(result.enhanced_text) == normalize_words(meetings[n])
         if n >= 10_000:
-            assert int(store.meta(job.id)["summary_levels"]) >= 1
+            assert store.meta(job.id).summary_levels >= 1
 

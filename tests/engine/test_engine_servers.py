@@ -241,7 +241,7 @@ def test_a_named_model_with_a_1024_token_context_summarises_four_times_that(
             w.stop()
     assert result.status == "SUCCESS", result.error
     jsonschema.validate(result.summary, TINY_SCHEMA)
-    assert int(JobStore(settings.celery_result_backend, 3600).meta(job.id)["summary_levels"]) >= 1
+    assert JobStore(settings.celery_result_backend, 3600).meta(job.id).summary_levels >= 1
     assert "max_model_len=1024 (reported by the server)" in workers["summary"].log()
     # vLLM refused nothing for its length: no 400 in its access log.
     refused = [line for line in one.log_path.read_text().splitlines() if '" 400' in line]

@@ -125,7 +125,7 @@ def test_meetings_of_every_length_in_every_configuration(
         assert result.enhanced_text is not None
         # The test server enhances faithfully: every word comes back, in order, none twice.
         assert normalize_words(result.enhanced_text) == normalize_words(meetings[n]), (config, n)
-        levels = int(store.meta(jobs[n].id).get("summary_levels", 0))
+        levels = store.meta(jobs[n].id).summary_levels
         if n >= 10_000:
             assert levels >= 1, f"{config}: {n} words cannot fit {SUMMARY_CONTEXT} tokens in one call"
         if levels:

@@ -73,7 +73,7 @@ def test_long_transcript_is_summarised_in_levels(
     finals = [c for c in calls if c["has_response_format"]]
     assert len(finals) == 1 and calls[-1] is finals[0]
     store = JobStore(settings.celery_result_backend, 3600)
-    levels = int(store.meta(job.id)["summary_levels"])
+    levels = store.meta(job.id).summary_levels
     assert levels >= 2
     # Each level's notes cover the level below exactly once, in order.
     below = len(result.chunks)

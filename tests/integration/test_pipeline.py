@@ -15,6 +15,7 @@ from fake_openai import FakeServerProcess
 
 from maie import Job, submit
 from maie.enhance import normalize_words
+from maie.job_meta import JobMeta
 from maie.settings import load_settings
 from maie.templates import load_template
 
@@ -247,7 +248,7 @@ def test_worker_refuses_a_task_for_a_queue_it_does_not_serve(
 
     settings = load_settings(env_file=None)
     store = JobStore(settings.celery_result_backend, 600)
-    store.create("misrouted", {"features": ["enhance"], "template_id": None, "n_chunks": 1}, ["hi"])
+    store.create("misrouted", JobMeta(features=["enhance"], template_id=None, n_chunks=1), ["hi"])
     res = app.signature("maie.enhance_chunk", kwargs={"job_id": "misrouted", "index": 0}).apply_async(
         queue="summary"
     )

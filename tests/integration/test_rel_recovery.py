@@ -92,7 +92,7 @@ def test_a_chunk_message_lost_by_the_broker_is_sent_again_and_a_late_original_is
     rig.client.lpush("enhance", lost)
     wait_for("the late chunk and the chord's summary task", lambda: successes(rig, "maie.summarize") == 2, 60)
     wait_for("no message left", lambda: no_message_left(rig), 30)
-    assert job.result() == result and job._store.enhanced_count(job.id) == n
+    assert job.result() == result and job.store.enhanced_count(job.id) == n
     assert len(chat_requests(rig.a)) == before  # chunk 1 is already enhanced: no second call
     assert len(chat_requests(rig.b)) == 1  # no second summary
 

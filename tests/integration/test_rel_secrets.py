@@ -21,7 +21,7 @@ from fake_openai import FakeServerProcess
 from test_reliability import Rig, chat_requests, maie_cli, open_rig, transcript
 
 from maie import submit
-from maie.celery import app_for
+from maie.celery import client_app
 
 ENHANCE_KEY = "sk-PLANTED-enhance-7f3a"  # in the worker environment
 SUMMARY_KEY = "sk-PLANTED-summary-c91e"  # in the .env file
@@ -101,7 +101,7 @@ def run_secret_checks(rig: Rig, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(f"LLM_SERVER__SUMMARY_API_KEY={SUMMARY_KEY}\n")
     settings = rig.settings()
     outputs: dict[str, str] = {}
-    with EventTap(app_for(settings)) as tap:
+    with EventTap(client_app(settings)) as tap:
         workers = rig.start(env, enhance=2, summary=1)
         ok = submit(transcript(3), settings=settings)
         ok_result = ok.wait(timeout=60)

@@ -30,7 +30,6 @@ from test_reliability import (
 )
 
 from maie import Job, submit
-from maie.celery import app_for
 from maie.errors import QueueFull
 from maie.submit import chunk_task_id
 
@@ -111,7 +110,7 @@ def test_same_idempotency_key_returns_the_existing_job_and_queues_nothing(rig: R
 
 def settled(job: Job, n: int) -> bool:
     """Every chunk task of the job is in a final state (revoked, failed or done)."""
-    app = app_for(job._settings)
+    app = job.app
     return all(
         app.AsyncResult(chunk_task_id(job.id, i)).state in ("REVOKED", "FAILURE", "SUCCESS") for i in range(n)
     )

@@ -108,9 +108,9 @@ class PrivateRedis:
 def release_clients(url: str, broker_url: str | None = None) -> None:
     """Close this process's connections to a test's Redis and broker (its Celery app, its job store)."""
     from maie import celery as maie_celery
-    from maie.store import _client
+    from maie.store import redis_client
 
-    app = maie_celery._apps.pop((broker_url or url, url), None)
+    app = maie_celery.forget_client_app(broker_url or url, url)
     if app is not None:
         backend = app._backend
         if backend is not None:
@@ -120,7 +120,7 @@ def release_clients(url: str, broker_url: str | None = None) -> None:
         app.amqp.producer_pool.force_close_all()
         app.pool.force_close_all()
     for patient in (False, True):
-        _client(url, patient).connection_pool.disconnect()
+        redis_client(url, patient).connection_pool.disconnect()
 
 
 def stop_workers(workers: list[Worker], timeout: float = 20) -> None:
@@ -269,7 +269,7 @@ def transcript(lines: int, marker: dict[int, str] | None = None) -> str:
 
 
 def n_chunks(job: Job) -> int:
-    return int(job._store.meta(job.id)["n_chunks"])
+    return job.store.meta(job.id).n_chunks
 
 
 def assert_complete_once(result: JobResult, source: str, n: int) -> None:
@@ -311,7 +311,7 @@ def test_worker_killed_mid_chunk_is_redelivered_and_the_job_completes_once(rig: 
     rig.a.faults([{"kind": "delay", "seconds": 60, "match": "zebra", "times": 1}])
     job = submit(source, settings=rig.settings(chunk_max_tokens=40))
     n = n_chunks(job)
-    zebra = next(i for i, text in job._store.raw_chunks(job.id).items() if "zebra" in text)
+    zebra = next(i for i, text in job.store.raw_chunks(job.id).items() if "zebra" in text)
     assert n >= 4
     # The chunk holding "zebra" is in flight on the fake server: SIGKILL takes the whole worker
     # process (threads pool) with it, before the chunk's message was acknowledged.
@@ -325,7 +325,7 @@ def test_worker_killed_mid_chunk_is_redelivered_and_the_job_completes_once(rig: 
     assert [e["status"] for e in chat_requests(rig.a, "zebra")] == [None, 200]  # cut, then done once
     assert len(chat_requests(rig.b)) == 1  # one summary
     wait_for("no message left", lambda: no_message_left(rig), 30)
-    assert job.result() == result and job._store.enhanced_count(job.id) == n
+    assert job.result() == result and job.store.enhanced_count(job.id) == n
     # Deliveries are counted per chunk: the killed chunk was delivered twice.
     deliveries = rig.client.hgetall(f"maie:job:{job.id}:deliveries")
     assert deliveries[f"chunk {zebra}:0"] == "2"
@@ -334,7 +334,7 @@ def test_worker_killed_mid_chunk_is_redelivered_and_the_job_completes_once(rig: 
 
 @pytest.mark.broker
 def test_a_chunk_that_keeps_killing_its_worker_fails_the_job_instead_of_looping(rig: Rig) -> None:
-    from maie.tasks import MAX_DELIVERIES
+    from maie.task_base import MAX_DELIVERIES
 
     env = rig.env(BROKER_VISIBILITY_TIMEOUT="5")
     job = submit(transcript(3), settings=rig.settings())
@@ -366,7 +366,7 @@ def test_warm_shutdown_finishes_running_chunks_takes_nothing_new_and_loses_nothi
     assert first.proc.wait(30) == 0
     # The two running chunks were finished and stored; nothing else was taken.
     assert [e["status"] for e in chat_requests(rig.a)] == [200, 200]
-    assert job._store.enhanced_count(job.id) == 2
+    assert job.store.enhanced_count(job.id) == 2
     assert job.status().state in ("PENDING", "RUNNING")
     # A new worker does the rest: the job completes and no chunk is done twice.
     rig.a.reset()
@@ -545,7 +545,7 @@ def test_redis_restart_with_append_only_file_the_job_completes(aof_rig: Rig) -> 
     # A chunk whose acknowledgement was lost with the connection runs again after the visibility
     # timeout, harmlessly: same records, same result.
     wait_for("no message left", lambda: no_message_left(rig), 30)
-    assert job.result() == result and job._store.enhanced_count(job.id) == n
+    assert job.result() == result and job.store.enhanced_count(job.id) == n
 
 
 def test_redis_restart_without_persistence_loses_the_job_visibly_and_workers_recover(rig: Rig) -> None:

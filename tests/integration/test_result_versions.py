@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from conftest import REDIS_URL
 
+from maie.job_meta import JobMeta
 from maie.result import build_result
 from maie.store import JobStore
 
@@ -35,21 +36,22 @@ def _record(index: int, **extra: object) -> dict[str, object]:
 
 def test_the_version_is_read_from_the_chunk_records(fresh_redis: redis.Redis) -> None:
     st = JobStore(REDIS_URL, 60)
-    meta = {"features": ["enhance"], "n_chunks": 2, "template_id": None}
+    meta = JobMeta(features=["enhance"], n_chunks=2, template_id=None)
     st.create("job-v1", meta, ["chunk 0", "chunk 1"])
     for i in range(2):
         st.put_enhanced("job-v1", i, _record(i, version=VERSION))
-    result = build_result(st, "job-v1", st.meta("job-v1"))
+    result = build_result("job-v1", st.meta("job-v1"), st.enhanced("job-v1"))
     assert result.versions["enhance"].model_dump() == {**VERSION, "schema_sha256": None}
     # Nothing is written to the job's own record per chunk any more.
-    assert "version_enhance" not in st.meta("job-v1")
+    assert st.meta("job-v1").version_enhance is None
+    assert "version_enhance" not in st.redis.hkeys("maie:job:job-v1")
 
 
 def test_a_job_written_by_an_earlier_release_keeps_its_version(fresh_redis: redis.Redis) -> None:
     st = JobStore(REDIS_URL, 60)
     older = {k: v for k, v in VERSION.items() if k != "decoding"}
-    meta = {"features": ["enhance"], "n_chunks": 1, "template_id": None, "version_enhance": older}
+    meta = JobMeta(features=["enhance"], n_chunks=1, template_id=None, version_enhance=older)
     st.create("job-v0", meta, ["chunk 0"])
     st.put_enhanced("job-v0", 0, _record(0))
-    result = build_result(st, "job-v0", st.meta("job-v0"))
+    result = build_result("job-v0", st.meta("job-v0"), st.enhanced("job-v0"))
     assert result.versions["enhance"].model == "m" and result.versions["enhance"].decoding is None
