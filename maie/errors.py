@@ -18,6 +18,8 @@ message intact (exceptions with required keyword arguments cannot be rebuilt).
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 __all__ = [
     "MaieError",
     "ConfigError",
@@ -35,7 +37,14 @@ __all__ = [
 class MaieError(Exception):
     """Base of every error MAIE raises on purpose."""
 
-    code = "maie_error"
+    # The error's name in job results and HTTP bodies. A subclass names its own with
+    # `class X(MaieError, code="x")`; one that names none keeps its parent's.
+    code: ClassVar[str] = "maie_error"
+
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -48,56 +57,38 @@ class MaieError(Exception):
         return (type(self), (self.message,))
 
 
-class ConfigError(MaieError):
+class ConfigError(MaieError, code="config_error"):
     """The configuration is invalid or an endpoint refused our credentials."""
 
-    code = "config_error"
 
-
-class InputError(MaieError):
+class InputError(MaieError, code="input_error"):
     """The submitted transcript, template id or feature set is invalid."""
 
-    code = "input_error"
 
-
-class BackendUnavailable(MaieError):
+class BackendUnavailable(MaieError, code="backend_unavailable"):
     """The LLM backend could not answer now; retrying later can help."""
 
-    code = "backend_unavailable"
 
-
-class BackendRejected(MaieError):
+class BackendRejected(MaieError, code="backend_rejected"):
     """The LLM backend answered, but the request or its output cannot succeed as is."""
 
-    code = "backend_rejected"
 
-
-class ContextExceeded(BackendRejected):
+class ContextExceeded(BackendRejected, code="context_exceeded"):
     """The request does not fit the model's context; the same request can never succeed, a
     smaller one can. The server's own verdict (HTTP 400) when MAIE's count was too low."""
 
-    code = "context_exceeded"
 
-
-class QueueFull(MaieError):
+class QueueFull(MaieError, code="queue_full"):
     """A queue holds more waiting tasks than its configured limit."""
 
-    code = "queue_full"
 
-
-class WorkerLost(MaieError):
+class WorkerLost(MaieError, code="worker_lost"):
     """A task was delivered again and again because its worker died while running it."""
 
-    code = "worker_lost"
 
-
-class JobFailed(MaieError):
+class JobFailed(MaieError, code="job_failed"):
     """A job ended in failure at a given stage."""
 
-    code = "job_failed"
 
-
-class JobCancelled(MaieError):
+class JobCancelled(MaieError, code="job_cancelled"):
     """A job was cancelled before it finished."""
-
-    code = "job_cancelled"

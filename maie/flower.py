@@ -17,13 +17,13 @@ imported the app: `apply` puts the settings there, so the password never reaches
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import sys
 from collections.abc import MutableMapping, Sequence
 
 from maie.errors import ConfigError
+from maie.loopback import is_loopback
 from maie.settings import Settings
 
 __all__ = ["apply", "is_flower_command", "main"]
@@ -62,15 +62,6 @@ def _option(argv: Sequence[str], *names: str) -> str | None:
     return None
 
 
-def _is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def apply(settings: Settings, argv: Sequence[str], environ: MutableMapping[str, str]) -> list[str]:
     """Check Flower's access settings and export them to `environ`; warnings to print are returned.
 
@@ -99,7 +90,7 @@ def apply(settings: Settings, argv: Sequence[str], environ: MutableMapping[str, 
         )
 
     address = _option(argv, "--address") or environ.get("FLOWER_ADDRESS") or settings.flower_address
-    if not (basic or on_command_line or oauth) and not _is_loopback(address):
+    if not (basic or on_command_line or oauth) and not is_loopback(address):
         raise ConfigError(
             f"Flower without authentication listens on a loopback address only, not {address!r}: "
             "set FLOWER_BASIC_AUTH"

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
 from maie.api.app import INSECURE_ENV
 from maie.errors import ConfigError
+from maie.loopback import is_loopback
 from maie.settings import Settings
 
 __all__ = ["check_serving", "run"]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_serving(settings: Settings, host: str, insecure: bool) -> bool:
@@ -31,7 +22,7 @@ def check_serving(settings: Settings, host: str, insecure: bool) -> bool:
             "SECRET_API_KEY is not set: the API does not start without a key "
             "(pass --insecure to serve without one, on 127.0.0.1 only)"
         )
-    if not _is_loopback(host):
+    if not is_loopback(host):
         raise ConfigError(f"--insecure serves without a key, on 127.0.0.1 only: not on {host}")
     return True
 
