@@ -2,7 +2,7 @@
 
 A file (or an upload's bytes) is taken as audio when it starts like an audio container (WAV, MP3,
 FLAC, OGG/Opus, M4A/MP4, WebM, AIFF, AMR, CAF) or when it is not text and PyAV finds an audio stream
-in it; the name's extension plays no part. Text goes to the transcript parsers (maie/inputs.py).
+in it; the name's extension plays no part. Text goes to the transcript parsers (maie/inputs/).
 
 `probe_audio` decodes the whole recording once, without keeping it, before anything is queued:
 that is the only way to know its real duration and to refuse a corrupt, truncated or silent file
