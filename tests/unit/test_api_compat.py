@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from maie.api.app import _safe_name
 from maie.api.compat import parse_features, resolve_template_id
+from maie.api.jobs import _safe_name
 from maie.api.server import check_serving
 from maie.errors import ConfigError
 from maie.settings import load_settings
