@@ -18,8 +18,8 @@ from maie.api.models import (
     TemplatesResponse,
 )
 from maie.api.openapi import api_key, errors
-from maie.errors import InputError
 from maie.backends.kinds import kind_of
+from maie.errors import InputError
 from maie.names import TASKS, Task
 from maie.settings import Settings
 from maie.templates import Template, list_templates, load_template
