@@ -12,7 +12,7 @@ from typing import Any
 from conftest import Worker, dual_env, load_jsonl
 from fake_openai import FakeServerProcess, enhance
 
-from maie.evaluate import rouge
+from maie.eval.metrics import rouge
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAIE = Path(sys.executable).parent / "maie"

@@ -11,20 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from maie.errors import InputError
-from maie.evaluate import (
-    PRF,
-    EnhanceItem,
-    EnhanceReport,
-    SummaryItem,
-    SummaryReport,
-    _Run,
-    casing_accuracy,
-    load_jsonl,
-    punctuation_scores,
-    rouge,
-    words_preserved,
-    write_report,
-)
+from maie.eval.data import load_jsonl
+from maie.eval.metrics import PRF, casing_accuracy, punctuation_scores, rouge, words_preserved
+from maie.eval.models import EnhanceItem, EnhanceReport, Run, SummaryItem, SummaryReport
+from maie.eval.report import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -217,8 +207,8 @@ def test_cli_help_does_not_import_matplotlib() -> None:
 # --- reports -------------------------------------------------------------------------------------
 
 
-def run_info() -> _Run:
-    return _Run(
+def run_info() -> Run:
+    return Run(
         source="/data/enhancement_dev.jsonl",
         started_at="2025-01-02T03:04:05+00:00",
         settings=["LLM_BACKEND=vllm_server", "enhance: endpoint http://x/v1, model m"],
@@ -306,7 +296,7 @@ def test_summary_report(tmp_path: Path) -> None:
 
 
 def test_report_never_shows_api_keys(tmp_path: Path) -> None:
-    from maie.evaluate import _describe_settings
+    from maie.eval.runner import _describe_settings
     from maie.settings import load_settings
 
     s = load_settings(
