@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/b3_orchestration.py [--chunks 400] [--jobs 30] [--clients 16] [--no-record]
 
-The LLM is tests/fake_openai.py run as a subprocess: it answers at once, deterministically, and its
+The LLM is tests/fakes/server.py run as a subprocess: it answers at once, deterministically, and its
 replies pass MAIE's faithfulness check, so every chunk is one request. Both pools run as users start
 them (scripts/start-worker.sh enhance|summary, threads, concurrency 16 each) against it.
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-record", action="store_true")
     a = p.parse_args(argv)
 
-    from fake_openai import FakeServerProcess
+    from fakes.server_process import FakeServerProcess
 
     from maie import submit
     from maie.enhance import build_messages
@@ -145,7 +145,7 @@ def report(
     ok_rate = maie_rate >= TARGET_RATE
     ok_lat = added <= TARGET_ADDED_MS
     lines = [
-        "- LLM: tests/fake_openai.py subprocess (instant deterministic replies) on 127.0.0.1; Redis "
+        "- LLM: tests/fakes/server.py subprocess (instant deterministic replies) on 127.0.0.1; Redis "
         f"{c.REDIS_URL}; enhance and summary pools via scripts/start-worker.sh (threads, concurrency "
         f"{concurrency} each)",
         f"- throughput work: one enhance-only job of {n} one-turn chunks ({requests} requests) "

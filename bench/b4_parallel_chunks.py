@@ -5,7 +5,7 @@
 
 Both jobs go through the same pools and the same server: by default one real vLLM CPU server
 (`python -m vllm.entrypoints.openai.api_server`, eager, bf16) serving the dev model
-(SmolLM2-135M-Instruct, real enhancement replies); with `--server fake`, tests/fake_openai.py with a
+(SmolLM2-135M-Instruct, real enhancement replies); with `--server fake`, tests/fakes/server.py with a
 fixed 0.5 s delay per request. Each transcript holds one speaker turn per chunk (about 40 words);
 the enhance pool runs as users start it (scripts/start-worker.sh enhance: threads, concurrency 16),
 the chord body on the summary pool. Each repeat runs a 2-chunk job, then a 20-chunk job (fresh
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-record", action="store_true")
     a = p.parse_args(argv)
 
-    from fake_openai import FakeServerProcess
+    from fakes.server_process import FakeServerProcess
 
     from maie.enhance import build_messages
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.enter_context(fake)
             fake.faults({"kind": "delay", "seconds": DELAY})
             base_url = fake.base_url
-            server_desc = f"tests/fake_openai.py with a fixed {DELAY} s delay per request"
+            server_desc = f"tests/fakes/server.py with a fixed {DELAY} s delay per request"
         print(f"b4: server: {server_desc}", flush=True)
         env = c.pool_env(
             LLM_BACKEND="vllm_server",

@@ -3,7 +3,7 @@
     .venv/bin/python bench/b6_sim_accelerator.py [--concurrency 16,64,256] [--workers 2,4]
         [--step-ms 30] [--per-seq-ms 0.05] [--waves 3] [--words 40] [--no-record]
 
-The LLM is tests/fake_openai.py with `--accelerator STEP_MS,PER_SEQ_MS`: a simulated GPU doing
+The LLM is tests/fakes/server.py with `--accelerator STEP_MS,PER_SEQ_MS`: a simulated GPU doing
 continuous batching (each step emits one token per running request and takes STEP_MS + PER_SEQ_MS ×
 running ms), which costs almost no CPU. What is measured is then the orchestration alone: whether
 MAIE keeps as many requests in the engine as the same number of direct clients, apart from any
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     concurrencies = [int(x) for x in a.concurrency.split(",")]
     worker_counts = [int(x) for x in a.workers.split(",")]
 
-    from fake_openai import FakeServerProcess
+    from fakes.server_process import FakeServerProcess
 
     from maie.enhance import build_messages
 
@@ -184,7 +184,7 @@ def report(
     a: argparse.Namespace, rows: list[tuple[int, int, int, Phase, Phase, Phase]], info: dict[str, Any]
 ) -> list[str]:
     lines = [
-        f"- LLM: tests/fake_openai.py --accelerator {a.step_ms},{a.per_seq_ms} (a step every "
+        f"- LLM: tests/fakes/server.py --accelerator {a.step_ms},{a.per_seq_ms} (a step every "
         f"{a.step_ms} ms + {a.per_seq_ms} ms per running request, one token per request per step), "
         f"pinned to CPU {ENGINE_CPU}; worker processes, the direct clients and the submission pinned to CPU "
         f"{ORCHESTRATION_CPU}; Redis {c.REDIS_URL} (the machine's shared server, not pinned)",

@@ -55,8 +55,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 # default DB 14), which every benchmark claims in turn (bench_redis) and checks it kept (check_alone).
 import common  # noqa: E402
 import redis  # noqa: E402
-from fake_openai import FakeServerProcess  # noqa: E402
-from outage import ResettingListener, free_port  # noqa: E402
+from fakes.outage import ResettingListener  # noqa: E402
+from fakes.process import free_port  # noqa: E402
+from fakes.server_process import FakeServerProcess  # noqa: E402
 
 from maie import Job, submit  # noqa: E402
 from maie.settings import Settings, load_settings  # noqa: E402

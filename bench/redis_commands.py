@@ -4,7 +4,7 @@ job store, counted with Redis' own MONITOR.
     .venv/bin/python bench/redis_commands.py [--chunks 64] [--small 4] [--label NAME] [--no-record]
 
 Both pools run as users start them (scripts/start-worker.sh enhance|summary) against an instant
-fake LLM (tests/fake_openai.py). While a MONITOR connection records every command sent to the
+fake LLM (tests/fakes/server.py). While a MONITOR connection records every command sent to the
 benchmark's Redis DB (other DBs are ignored), the run does, one after another:
 
   idle    nothing for a few seconds: the pools' polling (BRPOP timeouts, the unacked sweep,
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-record", action="store_true")
     a = p.parse_args(argv)
 
-    from fake_openai import FakeServerProcess
+    from fakes.server_process import FakeServerProcess
 
     info_before = c.machine()
     print(f"redis_commands: {c.machine_line(info_before)}", flush=True)
@@ -232,7 +232,7 @@ def report(a: argparse.Namespace, windows: dict[str, Window], concurrency: str) 
     total = sum(groups.values())
     idle = windows["idle"]
     lines = [
-        f"- LLM: tests/fake_openai.py (instant); Redis {c.REDIS_URL}, counted with MONITOR (this DB only); "
+        f"- LLM: tests/fakes/server.py (instant); Redis {c.REDIS_URL}, counted with MONITOR (this DB only); "
         f"enhance and summary pools via scripts/start-worker.sh (threads, concurrency {concurrency})",
         f"- work: enhance-only jobs of {a.small} and {a.chunks} one-turn chunks; per chunk = difference "
         f"over {a.chunks - a.small} chunks, the pools' polling ({len(idle.commands) / idle.seconds:.1f} "

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import brokers  # noqa: E402
-from fake_openai import FakeServerProcess  # noqa: E402
+from fakes.server_process import FakeServerProcess  # noqa: E402
 
 
 def _claim_redis_db(base: str = "redis://127.0.0.1:6379") -> str:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from api_rig import KEY, ApiServer
 from conftest import clean_redis
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 from test_rel_submit import BAD_INPUTS, Bad
 from test_reliability import Rig, chat_requests, in_flight, open_rig, transcript, wait_for
 

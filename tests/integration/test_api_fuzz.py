@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 from api_rig import KEY, ApiServer
 from conftest import clean_redis
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (

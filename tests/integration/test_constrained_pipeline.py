@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import Worker, base_env, clean_redis, start_worker
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie import submit
 from maie.enhance import normalize_words

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Worker, dual_env, load_jsonl
-from fake_openai import FakeServerProcess, enhance
+from fakes.server_process import FakeServerProcess
+from fakes.text import enhance
 
 from maie.eval.metrics import rouge
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, Worker, base_env, stop_process
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie import submit
 from maie.settings import load_settings

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import Worker, clean_redis, dual_env, start_worker
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie import submit
 from maie.settings import load_settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Worker
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie import submit
 from maie.settings import load_settings

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import redis
 from conftest import base_env, clean_redis, meeting_of, start_worker
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie import submit
 from maie.enhance import normalize_words

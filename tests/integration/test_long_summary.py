@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import redis
 from conftest import Worker, base_env, clean_redis, load_jsonl, start_worker
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie import submit
 from maie.chunking import approx_token_count

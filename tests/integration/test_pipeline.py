@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import redis
 from conftest import Worker, dual_env, load_jsonl
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie import Job, submit
 from maie.enhance import normalize_words

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_openai import FakeServerProcess
-from outage import ResettingListener
+from fakes.outage import ResettingListener
+from fakes.server_process import FakeServerProcess
 from test_reliability import Rig, assert_complete_once, free_port, n_chunks, open_rig, transcript, wait_for
 
 from maie import submit

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import base_env
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 from test_reliability import (
     Rig,
     assert_complete_once,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 from test_reliability import Rig, chat_requests, maie_cli, open_rig, transcript
 
 from maie import submit

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 from test_reliability import (
     Rig,
     chat_requests,

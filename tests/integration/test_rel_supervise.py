@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 from test_reliability import (
     PrivateRedis,
     assert_complete_once,

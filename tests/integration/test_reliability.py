@@ -29,7 +29,8 @@ import pytest
 import redis
 from brokers import BROKER, Vhost
 from conftest import Worker, dual_env, start_worker
-from fake_openai import FakeOpenAIServer, FakeServerProcess
+from fakes.server import FakeOpenAIServer
+from fakes.server_process import FakeServerProcess
 
 from maie import Job, submit
 from maie.enhance import normalize_words

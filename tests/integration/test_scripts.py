@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import REDIS_URL, ROOT, clean_redis, dual_env
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 from maie import submit
 from maie.settings import load_settings

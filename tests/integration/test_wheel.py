@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import ROOT, clean_redis, dual_env, stop_process
-from fake_openai import FakeServerProcess
+from fakes.server_process import FakeServerProcess
 
 SHIPPED = {"generic_summary", "generic_summary_vi", "interview", "meeting_notes", "meeting_notes_vi"}
 TRANSCRIPT = "Alice: the budget review moves to thursday\nBob: and the audit report is due friday\n"

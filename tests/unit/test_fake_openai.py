@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jsonschema
 import openai
 import pytest
+from fakes.accelerator import SimulatedAccelerator
+from fakes.schema_fill import instance_for_schema
+from fakes.server import FakeOpenAIServer
+from fakes.server_process import FakeServerProcess
 from openai import OpenAI
 
 KEY = "sk-unit-secret-4242"
 MODEL = "fake-model"
-
-
-def _load_fake() -> ModuleType:
-    """Import tests/fake_openai.py by path: the tests directory is not a package."""
-    name = "fake_openai"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "fake_openai.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_openai = _load_fake()
 
 TRANSCRIPT = (
     "Alice: so we start the meeting now\n"
@@ -77,7 +61,7 @@ SUMMARY_SCHEMA: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    with fake_openai.FakeOpenAIServer(name="unit", model=MODEL, api_key=KEY) as srv:
+    with FakeOpenAIServer(name="unit", model=MODEL, api_key=KEY) as srv:
         yield srv
 
 
@@ -160,7 +144,7 @@ def test_instance_for_pydantic_style_schema() -> None:
         },
         "$defs": {"Meta": {"properties": {"at": {"type": "string", "format": "date-time"}}}},
     }
-    value = fake_openai.instance_for_schema(schema, "first line\nhello world")
+    value = instance_for_schema(schema, "first line\nhello world")
     jsonschema.validate(value, schema)
     assert value["kind"] == "meeting" and value["tags"][0] == "tags hello world"
 
@@ -292,8 +276,8 @@ def test_a_bad_regex_or_two_constraints_is_400(client: OpenAI) -> None:
 
 def test_the_simulated_accelerator_paces_every_token_in_batches() -> None:
     texts = [" ".join(f"w{i}" for i in range(n)) for n in (3, 5, 8, 13)]
-    with fake_openai.FakeOpenAIServer(
-        model=MODEL, accelerator=fake_openai.SimulatedAccelerator(2.0, 0.1, max_batch=2)
+    with FakeOpenAIServer(
+        model=MODEL, accelerator=SimulatedAccelerator(2.0, 0.1, max_batch=2)
     ).start() as srv:
         with OpenAI(base_url=srv.base_url, api_key="EMPTY", max_retries=0, timeout=30) as c:
             with ThreadPoolExecutor(4) as pool:
@@ -402,7 +386,7 @@ def test_many_concurrent_requests(client: OpenAI) -> None:
 
 def test_subprocess_server_and_request_log_file(tmp_path: Path) -> None:
     log_file = tmp_path / "requests.jsonl"
-    with fake_openai.FakeServerProcess(name="B", api_key=KEY, request_log=log_file) as proc:
+    with FakeServerProcess(name="B", api_key=KEY, request_log=log_file) as proc:
         assert proc.base_url == f"http://127.0.0.1:{proc.port}/v1"
         proc.faults([{"kind": "status", "status": 500, "times": 1}])
         with OpenAI(base_url=proc.base_url, api_key=KEY, max_retries=0, timeout=10) as c:

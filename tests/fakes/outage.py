@@ -8,14 +8,6 @@ import socket
 import struct
 import threading
 
-__all__ = ["ResettingListener", "free_port"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class ResettingListener:
     """Accepts connections on 127.0.0.1:`port` and resets each at once, counting them."""
