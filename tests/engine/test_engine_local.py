@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import redis
 from conftest import Worker, clean_redis, meeting_of, start_worker
-from engine_common import TINY_SCHEMA, engine_env, run_job, templates_dir_fixture  # noqa: F401
+from helpers import TINY_SCHEMA, engine_env, run_job, templates_dir_fixture  # noqa: F401
 
 from maie import submit
 from maie.enhance import normalize_words

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,8 @@ import jsonschema
 import pytest
 import redis
 from conftest import clean_redis, load_jsonl, start_worker
-from engine_common import (  # noqa: F401
-    CONSTRAINED_CHUNK,
-    TINY_SCHEMA,
-    engine_env,
-    run_job,
-    templates_dir_fixture,
-)
+from fakes.process import free_port
+from helpers import CONSTRAINED_CHUNK, TINY_SCHEMA, engine_env, run_job, templates_dir_fixture  # noqa: F401
 
 from maie import JobResult, submit
 from maie.enhance import enhance_chunk_text, normalize_words
@@ -33,12 +27,6 @@ from maie.store import JobStore
 
 
 # -- vllm_server: real OpenAI-compatible vLLM servers ---------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class VllmServer:
     def __init__(self, model: Path, name: str, log_path: Path, cpu: str) -> None:
         self.port = free_port()

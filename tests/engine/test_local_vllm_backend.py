@@ -189,7 +189,7 @@ def test_prompt_longer_than_context_is_rejected(backend: object) -> None:
 
 
 def test_constrained_enhancement_keeps_every_word(backend: object) -> None:
-    from engine_common import CONSTRAINED_CHUNK as chunk
+    from helpers import CONSTRAINED_CHUNK as chunk
 
     from maie.backends.local_vllm import LocalVllmBackend
     from maie.enhance import enhance_chunk_text, normalize_words, speaker_labels

@@ -21,11 +21,20 @@ from typing import Any
 
 import httpx
 import pytest
-from api_rig import KEY, ApiServer
 from conftest import clean_redis
 from fakes.server_process import FakeServerProcess
-from test_rel_submit import BAD_INPUTS, Bad
-from test_reliability import Rig, chat_requests, in_flight, open_rig, transcript, wait_for
+from helpers import (
+    BAD_INPUTS,
+    KEY,
+    ApiServer,
+    Bad,
+    Rig,
+    chat_requests,
+    in_flight,
+    open_rig,
+    transcript,
+    wait_for,
+)
 
 from maie import Job, submit
 from maie.errors import InputError

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api_rig import KEY, ApiServer
 from conftest import clean_redis
 from fakes.server_process import FakeServerProcess
+from helpers import KEY, ApiServer, Rig, open_rig
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -24,7 +24,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_reliability import Rig, open_rig
 
 EXAMPLES = 25
 

@@ -201,7 +201,7 @@ def test_audio_through_the_http_api(
     server_b: FakeServerProcess,
     tmp_path: Path,
 ) -> None:
-    from api_rig import KEY, ApiServer
+    from helpers import KEY, ApiServer
 
     env = dual_env(server_a, server_b, SECRET_API_KEY=KEY, **ASR_ENV)
     api = ApiServer(env, tmp_path / "api").wait_ready()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import ROOT, base_env, clean_redis, stop_process
-from test_flower import get, poll
+from fakes.process import free_port
+from helpers import get, poll
 
 from maie.celery import default_node_name
 
 CELERY = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

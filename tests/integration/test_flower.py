@@ -3,20 +3,17 @@ watching the `dual` workers: a job's tasks are found through its HTTP API, carry
 
 from __future__ import annotations
 
-import base64
 import json
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ROOT, Worker, base_env, stop_process
+from fakes.process import free_port
 from fakes.server_process import FakeServerProcess
+from helpers import get, poll
 
 from maie import submit
 from maie.settings import load_settings
@@ -26,37 +23,6 @@ TRANSCRIPT = (
     "Harbourmaster: the northern pier closes for dredging next week\n"
     "Pilot: then the evening ferry uses the quarantine berth instead\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if auth is not None:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-    except (urllib.error.URLError, ConnectionError):
-        return 0, b""
-
-
-def poll(what: str, check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"{what} within {timeout} s")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Worker, base_env
+from fakes.process import free_port
 from fakes.server_process import FakeServerProcess
 
 from maie import submit
@@ -23,12 +23,6 @@ from maie.settings import load_settings
 
 MAIE = shutil.which("maie", path=str(Path(sys.executable).parent)) or "maie"
 LINES = [f"Speaker {i % 2}: point {i} of the budget is the river ferry timetable" for i in range(12)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

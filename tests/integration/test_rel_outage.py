@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from fakes.outage import ResettingListener
+from fakes.process import free_port
 from fakes.server_process import FakeServerProcess
-from test_reliability import Rig, assert_complete_once, free_port, n_chunks, open_rig, transcript, wait_for
+from helpers import Rig, assert_complete_once, n_chunks, open_rig, transcript, wait_for
 
 from maie import submit
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import base_env
+from fakes.process import free_port
 from fakes.server_process import FakeServerProcess
-from test_reliability import (
+from helpers import (
     Rig,
     assert_complete_once,
     chat_requests,
-    free_port,
     maie_cli,
     n_chunks,
     no_message_left,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 from fakes.server_process import FakeServerProcess
-from test_reliability import Rig, chat_requests, maie_cli, open_rig, transcript
+from helpers import Rig, chat_requests, maie_cli, open_rig, transcript
 
 from maie import submit
 from maie.celery import client_app

@@ -12,12 +12,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from fakes.server_process import FakeServerProcess
-from test_reliability import (
+from helpers import (
+    BAD_INPUTS,
+    Bad,
     Rig,
     chat_requests,
     in_flight,
@@ -188,59 +189,6 @@ def test_a_job_cancelled_while_no_worker_runs_never_reaches_the_llm(rig: Rig) ->
 
 
 # -- 8. bad input, through the command line ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Bad:
-    """One malformed submission: a file (name, bytes), or stdin, plus options and environment."""
-
-    id: str
-    content: bytes | None = None
-    name: str = "t.txt"
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    stdin: bytes | None = None
-    expect: str = ""  # a fragment of the one-line message
-
-
-GOOD = b"Ann: hello there\nBob: hi\n"
-BAD_INPUTS = [
-    Bad("empty-file", b"", expect="empty"),
-    Bad("whitespace-only", b"  \n\t \n", expect="blank"),
-    Bad("nul-bytes", b"Ann: hello\x00world\n", expect="NUL"),
-    Bad("invalid-utf8", b"Ann: caf\xe9 au lait\n", expect="UTF-8"),
-    Bad("control-characters", b"\x01\x02\x03\x04 binary \x05\x06", expect="control"),
-    Bad("over-max-input-bytes", b"word " * 400, env={"MAX_INPUT_BYTES": "1000"}, expect="1000"),
-    Bad("json-segments-not-a-list", b'{"segments": 3}', name="t.json", expect="segments"),
-    Bad("json-list-of-numbers", b"[1, 2, 3]", name="t.json", expect="segment"),
-    Bad("json-cut-short", b'{"segments": [{"text": "hi"', name="t.json", expect="JSON"),
-    Bad(
-        "json-negative-timestamp",
-        b'{"segments": [{"start": -1.5, "end": 2.0, "text": "hi"}]}',
-        name="t.json",
-        expect="negative",
-    ),
-    Bad(
-        "json-reversed-timestamps",
-        b'{"segments": [{"start": 5.0, "end": 1.0, "text": "hi"}]}',
-        name="t.json",
-        expect="before it starts",
-    ),
-    Bad("srt-reversed-cue", b"1\n00:00:05,000 --> 00:00:01,000\nhello\n", name="t.srt", expect="before"),
-    Bad("srt-broken-timing", b"1\n00:00:xx,000 --> 00:00:01,000\nhello\n", name="t.srt", expect="SRT"),
-    Bad(
-        "vtt-reversed-cue", b"WEBVTT\n\n00:00:05.000 --> 00:00:01.000\nhello\n", name="t.vtt", expect="before"
-    ),
-    Bad("vtt-broken-timing", b"WEBVTT\n\n00:00:0x.000 --> 00:00:01.000\nhello\n", name="t.vtt", expect="VTT"),
-    Bad("unknown-template", GOOD, args=("--template", "no_such_template"), expect="unknown template"),
-    Bad("template-id-with-dots", GOOD, args=("--template", "../etc/passwd"), expect="invalid template id"),
-    Bad("template-id-absolute-path", GOOD, args=("--template", "/etc/passwd"), expect="invalid template id"),
-    Bad("unknown-feature", GOOD, args=("--features", "enhance,translate"), expect="unknown feature"),
-    Bad("no-feature", GOOD, args=("--features", ","), expect="no feature"),
-    Bad("directory", None, name="a-directory", expect="directory"),
-    Bad("missing-file", None, name="missing.txt", expect="missing.txt"),
-    Bad("empty-stdin", stdin=b"", expect="empty"),
-]
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,18 @@ from typing import Any
 
 import pytest
 from fakes.server_process import FakeServerProcess
-from test_reliability import (
+from helpers import (
     PrivateRedis,
+    alive,
     assert_complete_once,
     in_flight,
     n_chunks,
+    pid_of,
     release_clients,
+    script,
     transcript,
     wait_for,
 )
-from test_scripts import alive, pid_of, script
 
 from maie import submit
 from maie.settings import Settings, load_settings

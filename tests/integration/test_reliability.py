@@ -12,293 +12,37 @@ helpers at the top are also used by the other `test_rel_*` modules.
 
 from __future__ import annotations
 
-import contextlib
-import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
-from brokers import BROKER, Vhost
-from conftest import Worker, dual_env, start_worker
+from fakes.process import free_port
 from fakes.server import FakeOpenAIServer
 from fakes.server_process import FakeServerProcess
+from helpers import (
+    Rig,
+    assert_complete_once,
+    chat_requests,
+    in_flight,
+    maie_cli,
+    n_chunks,
+    no_message_left,
+    open_rig,
+    transcript,
+    wait_for,
+)
 
-from maie import Job, submit
-from maie.enhance import normalize_words
+from maie import submit
 from maie.errors import InputError
-from maie.result import JobResult
-from maie.settings import Settings, load_settings
-
-# -- shared helpers ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on 127.0.0.1, optionally persisted in an append-only file."""
-
-    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.appendonly = appendonly
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._clients: list[redis.Redis] = []
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10) -> None:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        # appendfsync always: every write Redis acknowledged is on disk before a SIGKILL.
-        cmd += (
-            ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
-        )
-        cmd += ["--dir", str(self.dir)]
-        with open(self.dir / "redis.log", "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
-        try:
-            while True:
-                try:
-                    if probe.ping():
-                        return
-                except redis.ConnectionError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                    time.sleep(0.05)
-        finally:
-            probe.close()
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-    def client(self) -> redis.Redis:
-        c = redis.Redis.from_url(self.url, decode_responses=True)
-        self._clients.append(c)
-        return c
-
-    def close(self) -> None:
-        for c in self._clients:
-            c.close()
-        self.stop()
-
-
-def release_clients(url: str, broker_url: str | None = None) -> None:
-    """Close this process's connections to a test's Redis and broker (its Celery app, its job store)."""
-    from maie import celery as maie_celery
-    from maie.store import redis_client
-
-    app = maie_celery.forget_client_app(broker_url or url, url)
-    if app is not None:
-        backend = app._backend
-        if backend is not None:
-            with contextlib.suppress(Exception):
-                backend.result_consumer.stop()
-            backend.client.connection_pool.disconnect()
-        app.amqp.producer_pool.force_close_all()
-        app.pool.force_close_all()
-    for patient in (False, True):
-        redis_client(url, patient).connection_pool.disconnect()
-
-
-def stop_workers(workers: list[Worker], timeout: float = 20) -> None:
-    """Warm-stop every live worker at once, then wait for each (SIGKILL after `timeout`)."""
-    live = [w for w in workers if w.proc.poll() is None]
-    for w in live:
-        w.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for w in live:
-        try:
-            w.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            w.proc.kill()
-            w.proc.wait(10)
-
-
-class Rig:
-    """A private Redis, fake servers A (enhance) and B (summary), and worker processes on demand.
-
-    The broker is the private Redis, or with MAIE_TEST_BROKER=amqp a RabbitMQ virtual host of the
-    rig's own (the private Redis then holds results and job records only).
-    """
-
-    def __init__(
-        self,
-        redis_server: PrivateRedis,
-        a: FakeServerProcess,
-        b: FakeServerProcess,
-        log_dir: Path,
-        vhost: Vhost | None = None,
-    ) -> None:
-        self.redis = redis_server
-        self.vhost = vhost
-        self.a = a
-        self.b = b
-        self.log_dir = log_dir
-        self.client = redis_server.client()
-        self.workers: list[Worker] = []
-
-    @property
-    def broker_url(self) -> str:
-        return self.vhost.url if self.vhost is not None else self.redis.url
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """The workers' environment: endpoints A and B, this rig's Redis and broker, and `extra`."""
-        env = dual_env(self.a, self.b, CELERY_BROKER_URL=self.broker_url)
-        return {**env, "CELERY_RESULT_BACKEND": self.redis.url, **extra}
-
-    def settings(self, **overrides: Any) -> Settings:
-        """This process's settings for submitting to and following jobs on this rig's Redis."""
-        urls = {"celery_broker_url": self.broker_url, "celery_result_backend": self.redis.url}
-        return load_settings(env_file=None, **urls, **overrides)
-
-    def worker(self, queue: str, env: dict[str, str], concurrency: int = 4) -> Worker:
-        return self.start(env, **{queue: concurrency})[queue]
-
-    def start(self, env: dict[str, str], **pools: int) -> dict[str, Worker]:
-        """Start one worker per queue (queue=concurrency) at once; returns when all are ready."""
-        dirs = {q: self.log_dir / f"{q}-{sum(1 for w in self.workers if w.queue == q)}" for q in pools}
-        with ThreadPoolExecutor(len(pools)) as ex:
-            futures = {q: ex.submit(start_worker, q, env, dirs[q], c) for q, c in pools.items()}
-        started: dict[str, Worker] = {}
-        errors: list[BaseException] = []
-        for q, f in futures.items():
-            try:
-                started[q] = f.result()
-            except Exception as exc:
-                errors.append(exc)
-        self.workers += started.values()  # stopped by close(), even if another failed to start
-        if errors:
-            raise errors[0]
-        return started
-
-    def worker_logs(self) -> str:
-        return "\n".join(f"--- {w.log_path}\n{w.log()}" for w in self.workers)
-
-    def close(self) -> None:
-        stop_workers(self.workers)
-        release_clients(self.redis.url, self.broker_url)
-        self.redis.close()
-        if self.vhost is not None:
-            self.vhost.delete()
-
-
-@contextlib.contextmanager
-def open_rig(
-    tmp_path: Path, a: FakeServerProcess, b: FakeServerProcess, *, appendonly: bool = False
-) -> Iterator[Rig]:
-    a.reset()
-    b.reset()
-    vhost = Vhost() if BROKER == "amqp" else None
-    private = PrivateRedis(tmp_path / "redis", appendonly=appendonly)
-    private.start()
-    rig = Rig(private, a, b, tmp_path / "workers", vhost)
-    try:
-        yield rig
-    finally:
-        a.reset()  # also wakes requests still hanging
-        b.reset()
-        rig.close()
 
 
 @pytest.fixture
 def rig(tmp_path: Path, server_a: FakeServerProcess, server_b: FakeServerProcess) -> Iterator[Rig]:
     with open_rig(tmp_path, server_a, server_b) as r:
         yield r
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, poll: float = 0.05) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll)
-
-
-def chat_requests(server: FakeServerProcess, match: str | None = None) -> list[dict[str, Any]]:
-    entries = [e for e in server.log() if str(e["path"]).endswith("/chat/completions")]
-    if match is not None:
-        entries = [e for e in entries if match in str(e["messages"])]
-    return entries
-
-
-def in_flight(server: FakeServerProcess, match: str | None = None) -> list[dict[str, Any]]:
-    """Requests the server is still working on (delayed or hanging)."""
-    return [e for e in chat_requests(server, match) if e["duration"] is None]
-
-
-def content_words(text: str) -> list[str]:
-    """The spoken words, without speaker labels (a turn split across chunks repeats its label)."""
-    return normalize_words("\n".join(re.sub(r"^[^:\n]{1,40}:\s", "", line) for line in text.splitlines()))
-
-
-def transcript(lines: int, marker: dict[int, str] | None = None) -> str:
-    """A transcript of distinct speaker lines; `marker` puts a unique word into chosen lines."""
-    speakers = ("Ann", "Bob", "Cleo")
-    out = []
-    for i in range(lines):
-        extra = f" {marker[i]}" if marker and i in marker else ""
-        out.append(f"{speakers[i % 3]}: line {i} we talk about item number {i} and its plan{extra}")
-    return "\n".join(out) + "\n"
-
-
-def n_chunks(job: Job) -> int:
-    return job.store.meta(job.id).n_chunks
-
-
-def assert_complete_once(result: JobResult, source: str, n: int) -> None:
-    """Success, every chunk present exactly once and in order, no word lost or doubled."""
-    assert result.status == "SUCCESS", result.error
-    assert [c.index for c in result.chunks] == list(range(n))
-    assert result.enhanced_text is not None
-    assert content_words(result.enhanced_text) == content_words(source)
-
-
-def no_message_left(rig: Rig) -> bool:
-    """Nothing waiting in the queues and nothing delivered but unacknowledged."""
-    if rig.vhost is not None:
-        queues = rig.vhost.queues()
-        unacked = sum(queues.get(q, (0, 0))[1] for q in ("enhance", "summary"))
-        return rig.vhost.ready("enhance", "summary") == (0, 0) and unacked == 0
-    c = rig.client
-    return c.llen("enhance") + c.llen("summary") + c.hlen("unacked") == 0
-
-
-def maie_cli(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """`maie ARGS` as its own process."""
-    maie = Path(sys.executable).parent / "maie"
-    return subprocess.run(
-        [str(maie), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
 
 
 # -- 1. a worker killed mid-task -----------------------------------------------------------------

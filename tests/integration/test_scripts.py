@@ -7,120 +7,30 @@ in the test's tmp directory (MAIE_RUN_DIR, LOG_DIR).
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from conftest import REDIS_URL, ROOT, clean_redis, dual_env
 from fakes.server_process import FakeServerProcess
+from helpers import (  # noqa: F401
+    SCRIPTS,
+    alive,
+    ops_env_fixture,
+    pid_of,
+    script,
+    scripts_redis_fixture,
+    scripts_redis_url_fixture,
+)
 
 from maie import submit
 from maie.settings import load_settings
 
-SCRIPTS = ROOT / "scripts"
 TRANSCRIPT = (
     "Chair: we open the budget review with the harbour ferry numbers\n"
     "Treasurer: the ferry costs rose by four percent this quarter\n"
 )
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def script(
-    name: str, *args: str, env: dict[str, str], timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPTS / name), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def pid_of(run_dir: Path, name: str) -> int:
-    return int((run_dir / f"{name}.pid").read_text().splitlines()[0])
-
-
-@pytest.fixture(scope="module")
-def scripts_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        yield REDIS_URL.rsplit("/", 1)[0] + "/12"
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield url
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(30)
-
-
-@pytest.fixture
-def scripts_redis(scripts_redis_url: str) -> Iterator[str]:
-    client = redis.Redis.from_url(scripts_redis_url)
-    clean_redis(client)
-    yield scripts_redis_url
-    clean_redis(client)
-    client.close()
-
-
-@pytest.fixture
-def ops_env(
-    tmp_path: Path, server_a: FakeServerProcess, server_b: FakeServerProcess, scripts_redis: str
-) -> Iterator[dict[str, str]]:
-    server_a.reset()
-    server_b.reset()
-    env = dual_env(
-        server_a,
-        server_b,
-        CELERY_BROKER_URL=scripts_redis,
-        CELERY_RESULT_BACKEND=scripts_redis,
-        MAIE_RUN_DIR=str(tmp_path / "run"),
-        LOG_DIR=str(tmp_path / "logs"),
-    )
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    yield env
-    # Whatever a failed test left running: stop it the way operators do, then make sure.
-    run_dir = tmp_path / "run"
-    if run_dir.is_dir() and any(run_dir.glob("*.pid")):
-        pids = [pid_of(run_dir, p.stem) for p in run_dir.glob("*.pid")]
-        script("kill_maie.sh", "--timeout", "20", env=env, timeout=120)
-        for pid in pids:
-            if alive(pid) and "maie" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
