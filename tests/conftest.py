@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import brokers  # noqa: E402
+from fakes.process import stop_process  # noqa: E402
 from fakes.server_process import FakeServerProcess  # noqa: E402
 
 
@@ -121,17 +122,6 @@ def fresh_redis(redis_client: redis.Redis) -> redis.Redis:
     clean_redis(redis_client)
     clean_broker()
     return redis_client
-
-
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Send `sig` (a warm shutdown by default), wait up to `timeout` s, then kill."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @dataclass
