@@ -12,7 +12,6 @@ transcript exists: they are the bulk of a job's memory in Redis.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any, cast
 
@@ -20,7 +19,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from maie.store import PREFIX
+from maie.store import PREFIX, indexed_records, put_record
 
 __all__ = ["AudioStore"]
 
@@ -65,15 +64,10 @@ class AudioStore:
         return None if value is None else cast(bytes, value)
 
     def put_part(self, job_id: str, index: int, record: dict[str, Any]) -> None:
-        key = self._key(job_id, "asr-parts")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, str(index), json.dumps(record, ensure_ascii=False))
-        pipe.expire(key, self.ttl)
-        pipe.execute()
+        put_record(self.redis, self._key(job_id, "asr-parts"), str(index), record, self.ttl)
 
     def parts(self, job_id: str) -> dict[int, dict[str, Any]]:
-        raw = self.redis.hgetall(self._key(job_id, "asr-parts"))
-        return {int(k): json.loads(v) for k, v in raw.items()}
+        return indexed_records(self.redis, self._key(job_id, "asr-parts"))
 
     def parts_done(self, job_id: str) -> int:
         return int(self.redis.hlen(self._key(job_id, "asr-parts")))

@@ -78,18 +78,8 @@ class EnhancedChunk:
     @classmethod
     def kept_raw(cls, index: int, text: str, error: str, attempts: int) -> EnhancedChunk:
         """A chunk that could not be enhanced, its raw text standing in (ENHANCE_ON_FAILURE=raw)."""
-        return cls(
-            index=index,
-            text=text,
-            degraded=True,
-            edit_rate=None,
-            attempts=attempts,
-            prompt_tokens=0,
-            completion_tokens=0,
-            seconds=0.0,
-            failed=True,
-            error=error,
-        )
+        # Degraded, no edit rate, no tokens and no LLM time: no reply was ever accepted.
+        return cls(index, text, True, None, attempts, 0, 0, 0.0, failed=True, error=error)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ from redis.retry import Retry
 from maie.job_meta import JobMeta
 from maie.names import JOB_PREFIX, KEY_PREFIX
 
-__all__ = ["JobStore", "redis_client", "ACTIVE", "REDISPATCHED"]
+__all__ = ["JobStore", "redis_client", "put_record", "indexed_records", "ACTIVE", "REDISPATCHED"]
 
 PREFIX = JOB_PREFIX
 # Jobs not yet ended, scored by when they last made progress (or are next expected to: a retry
@@ -44,6 +44,19 @@ def redis_client(url: str, patient: bool = False) -> redis.Redis:
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     return redis.Redis.from_url(url, decode_responses=True)
+
+
+def put_record(client: redis.Redis, key: str, field: str, record: dict[str, Any], ttl: int) -> None:
+    """One JSON record under `field` of the hash `key`, whose whole hash lives `ttl` more seconds."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(key, field, json.dumps(record, ensure_ascii=False))
+    pipe.expire(key, ttl)
+    pipe.execute()
+
+
+def indexed_records(client: redis.Redis, key: str) -> dict[int, dict[str, Any]]:
+    """The JSON records of the hash `key`, by their integer field (a chunk's or a part's index)."""
+    return {int(k): json.loads(v) for k, v in client.hgetall(key).items()}
 
 
 class JobStore:
@@ -103,15 +116,10 @@ class JobStore:
         return {int(k): str(v) for k, v in self.redis.hgetall(self._key(job_id, "raw")).items()}
 
     def put_enhanced(self, job_id: str, index: int, record: dict[str, Any]) -> None:
-        key = self._key(job_id, "enhanced")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, str(index), json.dumps(record, ensure_ascii=False))
-        pipe.expire(key, self.ttl)
-        pipe.execute()
+        put_record(self.redis, self._key(job_id, "enhanced"), str(index), record, self.ttl)
 
     def enhanced(self, job_id: str) -> dict[int, dict[str, Any]]:
-        raw = self.redis.hgetall(self._key(job_id, "enhanced"))
-        return {int(k): json.loads(v) for k, v in raw.items()}
+        return indexed_records(self.redis, self._key(job_id, "enhanced"))
 
     def enhanced_one(self, job_id: str, index: int) -> dict[str, Any] | None:
         raw = self.redis.hget(self._key(job_id, "enhanced"), str(index))
@@ -131,11 +139,7 @@ class JobStore:
     # -- outcome -------------------------------------------------------------------------------
     def put_partial(self, job_id: str, level: int, group: int, record: dict[str, Any]) -> None:
         """Notes of one group at one level of a long transcript's summary (level 1: of chunks)."""
-        key = self._key(job_id, "partials")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, f"{level}:{group}", json.dumps(record, ensure_ascii=False))
-        pipe.expire(key, self.ttl)
-        pipe.execute()
+        put_record(self.redis, self._key(job_id, "partials"), f"{level}:{group}", record, self.ttl)
 
     def partials(self, job_id: str, level: int | None = None) -> dict[int, dict[str, Any]]:
         """The notes of one level by group, or with level None every level's, numbered in order."""

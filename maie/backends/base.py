@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, Required, TypedDict, Unpack
 
-__all__ = ["Message", "Completion", "LLMBackend", "STRUCTURED_OUTPUTS_CONFIG"]
+from maie.errors import BackendRejected
+
+__all__ = ["Message", "Decoding", "DecodingArgs", "Completion", "LLMBackend", "STRUCTURED_OUTPUTS_CONFIG"]
 
 # Constrained decoding for the in-process engine and for the servers `maie serve` starts: xgrammar,
 # JSON without free whitespace (otherwise xgrammar lets a small model loop on whitespace inside an
@@ -23,6 +25,32 @@ STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": Tr
 class Message(TypedDict):
     role: str
     content: str
+
+
+class DecodingArgs(TypedDict, total=False):
+    max_tokens: Required[int]
+    temperature: Required[float]
+    top_p: float
+    json_schema: dict[str, Any] | None
+    ignore_eos: bool
+    regex: str | None
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How one reply is decoded. With `json_schema` decoding is constrained to that schema, with
+    `regex` to texts the pattern matches in full (at most one of the two)."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    json_schema: dict[str, Any] | None = None
+    ignore_eos: bool = False  # benchmarks: replies of exactly max_tokens
+    regex: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.json_schema is not None and self.regex is not None:
+            raise BackendRejected("a request takes a JSON schema or a regex, not both")
 
 
 @dataclass(frozen=True)
@@ -65,19 +93,8 @@ class LLMBackend(Protocol):
         model is not there, BackendUnavailable when the LLM cannot be reached yet."""
         ...
 
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        json_schema: dict[str, Any] | None = None,
-        ignore_eos: bool = False,
-        regex: str | None = None,
-    ) -> Completion:
-        """One chat completion. With `json_schema` decoding is constrained to that schema, with
-        `regex` to texts the pattern matches in full (at most one of the two)."""
+    def chat(self, messages: Sequence[Message], **decoding: Unpack[DecodingArgs]) -> Completion:
+        """One chat completion, decoded as `Decoding(**decoding)` says."""
         ...
 
     def count_tokens(self, text: str) -> int | None:

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Unpack
 
-from maie.backends.base import STRUCTURED_OUTPUTS_CONFIG, Completion, Message
+from maie.backends.base import STRUCTURED_OUTPUTS_CONFIG, Completion, Decoding, DecodingArgs, Message
 from maie.errors import BackendRejected, BackendUnavailable, ConfigError, ContextExceeded
 from maie.settings import LlmTaskSettings
 
@@ -111,21 +111,10 @@ class LocalVllmBackend:
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        json_schema: dict[str, Any] | None = None,
-        ignore_eos: bool = False,
-        regex: str | None = None,
-    ) -> Completion:
+    def chat(self, messages: Sequence[Message], **decoding: Unpack[DecodingArgs]) -> Completion:
+        d = Decoding(**decoding)
         if self._dead is not None:
             raise BackendUnavailable(self._dead)
-        if json_schema is not None and regex is not None:
-            raise BackendRejected("a request takes a JSON schema or a regex, not both")
         prompt_ids = self._render(messages)
         limit = self.max_model_len
         room = limit - len(prompt_ids)
@@ -134,17 +123,7 @@ class LocalVllmBackend:
                 f"prompt of {len(prompt_ids)} tokens leaves no room for a reply in the "
                 f"{limit}-token context of {self.model} ({self.task})"
             )
-        pending = _Pending(
-            prompt_ids,
-            self._sampling_params(
-                max_tokens=min(max_tokens, room),
-                temperature=temperature,
-                top_p=top_p,
-                json_schema=json_schema,
-                ignore_eos=ignore_eos,
-                regex=regex,
-            ),
-        )
+        pending = _Pending(prompt_ids, self._sampling_params(replace(d, max_tokens=min(d.max_tokens, room))))
         self._queue.put(pending)
         try:
             what = f"LLM engine of {self.task}"
@@ -203,24 +182,17 @@ class LocalVllmBackend:
         ids: list[int] = self._tokenizer.encode(prompt, add_special_tokens=False)
         return ids
 
-    def _sampling_params(
-        self,
-        *,
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        json_schema: dict[str, Any] | None,
-        ignore_eos: bool,
-        regex: str | None = None,
-    ) -> Any:
+    def _sampling_params(self, d: Decoding) -> Any:
         from vllm.sampling_params import SamplingParams, StructuredOutputsParams
 
         # The model's generation_config defaults first, as `vllm serve` applies them too.
         args: dict[str, Any] = dict(self._default_sampling)
-        args.update(max_tokens=max_tokens, temperature=temperature, top_p=top_p, ignore_eos=ignore_eos)
+        args.update(
+            max_tokens=d.max_tokens, temperature=d.temperature, top_p=d.top_p, ignore_eos=d.ignore_eos
+        )
         try:
-            if json_schema is not None or regex is not None:
-                args["structured_outputs"] = StructuredOutputsParams(json=json_schema, regex=regex)
+            if d.json_schema is not None or d.regex is not None:
+                args["structured_outputs"] = StructuredOutputsParams(json=d.json_schema, regex=d.regex)
             return SamplingParams.from_optional(**args)
         except (ValueError, TypeError) as exc:
             raise BackendRejected(f"invalid sampling parameters: {exc}") from exc

@@ -17,11 +17,11 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import openai
 
-from maie.backends.base import Completion, Message
+from maie.backends.base import Completion, Decoding, DecodingArgs, Message
 from maie.errors import BackendRejected, BackendUnavailable, ConfigError, ContextExceeded, MaieError
 from maie.settings import Endpoint
 
@@ -152,30 +152,19 @@ class OpenAIServerBackend:
     def list_models(self) -> list[str]:
         return [m.id for m in self._list()]
 
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        json_schema: dict[str, Any] | None = None,
-        ignore_eos: bool = False,
-        regex: str | None = None,
-    ) -> Completion:
-        if json_schema is not None and regex is not None:
-            raise BackendRejected("a request takes a JSON schema or a regex, not both")
+    def chat(self, messages: Sequence[Message], **decoding: Unpack[DecodingArgs]) -> Completion:
+        d = Decoding(**decoding)
         kwargs: dict[str, Any] = {}
         extra: dict[str, Any] = {}
-        if json_schema is not None:
+        if d.json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "summary", "schema": json_schema, "strict": True},
+                "json_schema": {"name": "summary", "schema": d.json_schema, "strict": True},
             }
-        if regex is not None:
+        if d.regex is not None:
             # vLLM's own request field (0.12 and later; the older `guided_regex` is ignored now).
-            extra["structured_outputs"] = {"regex": regex}
-        if ignore_eos:
+            extra["structured_outputs"] = {"regex": d.regex}
+        if d.ignore_eos:
             extra["ignore_eos"] = True
         if extra:
             kwargs["extra_body"] = extra
@@ -183,9 +172,9 @@ class OpenAIServerBackend:
             reply = self._client.chat.completions.create(
                 model=self.model,
                 messages=list(messages),  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
+                max_tokens=d.max_tokens,
+                temperature=d.temperature,
+                top_p=d.top_p,
                 **kwargs,
             )
         except openai.OpenAIError as exc:
