@@ -1,8 +1,8 @@
 """Shared pieces of the benchmarks b1-b4: machine facts, processes, ports, Redis, servers, results.
 
-Import this module before `maie`: it points the benchmark's own Celery app at the benchmark's Redis
-DB (BENCH_REDIS, default redis://127.0.0.1:6379/14) through CELERY_BROKER_URL/CELERY_RESULT_BACKEND,
-which `maie` reads once, at import.
+Importing it points the benchmark's own Celery app at the benchmark's Redis DB (BENCH_REDIS, default
+redis://127.0.0.1:6379/14) through CELERY_BROKER_URL/CELERY_RESULT_BACKEND, which `maie` reads when it
+is first used.
 
 Every process a benchmark starts is registered in a `Procs` stack that stops it (SIGTERM to its
 process group, then SIGKILL) when the benchmark ends, fails or is interrupted (Ctrl-C, SIGTERM).

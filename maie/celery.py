@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -43,6 +44,7 @@ __all__ = [
     "forget_client_app",
     "create_app",
     "celery_config",
+    "default_concurrency",
     "default_node_name",
     "max_message_seconds",
     "visibility_timeout",
@@ -179,6 +181,15 @@ def _on_command_start(app: Celery | None = None, options: dict[str, Any] | None 
             raise SystemExit(2) from None
 
 
+def default_concurrency(queues: Sequence[str], settings: Settings) -> int:
+    """Threads a pool runs unless `-c` or WORKER_CONCURRENCY says otherwise: for the recognition
+    pool as many as the model runs at once, for an LLM pool what fills its LLM's batch."""
+    if list(queues) == ["asr"]:
+        return settings.asr.concurrency
+    task: Task = next((t for t in TASKS if t in queues), "enhance")
+    return kind_of(settings).default_concurrency(task, settings)
+
+
 def _queues_of(options: dict[str, Any]) -> list[str]:
     raw = options.get("queues") or []
     if isinstance(raw, str):
@@ -215,12 +226,7 @@ def _on_worker_init(
     if is_amqp(settings.celery_broker_url):
         _declare_amqp_queues()
     if (options or {}).get("concurrency") is None and conf.worker_concurrency is None:
-        if queues == ["asr"]:
-            # The recognition pool: as many threads as recognition calls the model runs at once.
-            conf.worker_concurrency = settings.asr.concurrency
-        else:
-            task: Task = next((t for t in TASKS if t in queues), "enhance")
-            conf.worker_concurrency = kind_of(settings).default_concurrency(task, settings)
+        conf.worker_concurrency = default_concurrency(queues, settings)
     if "asr" in queues:
         from maie.asr import set_pool_size
 

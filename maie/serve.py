@@ -19,7 +19,7 @@ already set in the environment).
 
 `maie config vllm-args enhance|summary [--port N]` prints the same arguments, one per line.
 `python -m maie.serve worker-concurrency POOL_FILE` prints a worker pool's concurrency (used by
-scripts/start-worker.sh): WORKER_CONCURRENCY when set, else the pool file's value for the backend.
+scripts/start-worker.sh): WORKER_CONCURRENCY when set, else the default for the pool's queue.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from maie.backends.base import STRUCTURED_OUTPUTS_CONFIG
+from maie.celery import default_concurrency
 from maie.errors import ConfigError
-from maie.names import TASKS, Task
+from maie.names import QUEUES, TASKS, Task
 from maie.settings import Settings, load_settings
 
 __all__ = [
@@ -118,27 +119,14 @@ def vllm_server_env(settings: Settings, task: Task, *, gpu: bool | None = None) 
 
 
 def worker_concurrency(settings: Settings, pool: dict[str, str]) -> int:
-    """A pool's concurrency: WORKER_CONCURRENCY, else CONCURRENCY_<BACKEND> of its pool file.
-
-    A pool file value is a number or a setting's name (e.g. LLM_ENHANCE__MAX_NUM_SEQS), read from
-    the settings so the pool fills its engine's batch whatever that setting says.
-    """
+    """A pool's concurrency: WORKER_CONCURRENCY, else the default for the queue of its pool file
+    (maie.celery.default_concurrency, the same the worker applies when started bare)."""
     if settings.worker_concurrency:
         return settings.worker_concurrency
-    key = f"CONCURRENCY_{settings.llm_backend.upper()}"
-    raw = (pool.get(key) or "").strip()
-    if not raw:
-        raise ConfigError(f"the pool file has no {key}")
-    if raw.isdigit():
-        return int(raw)
-    value: object = settings
-    for part in raw.lower().split("__"):
-        if not hasattr(value, part):
-            raise ConfigError(f"{key}={raw} in the pool file names no setting")
-        value = getattr(value, part)
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}={raw} is not a positive number of slots ({value!r})")
-    return value
+    queue = (pool.get("QUEUE") or "").strip()
+    if queue not in QUEUES:
+        raise ConfigError(f"the pool file names no known queue (QUEUE={queue!r}; one of {', '.join(QUEUES)})")
+    return default_concurrency([queue], settings)
 
 
 def _task(name: str) -> Task:

@@ -14,9 +14,9 @@
 # worker's output in logs/worker-<pool>.out, and the script returns once the worker is ready, or
 # fails with the last lines of that output. Stop detached processes with scripts/kill_maie.sh.
 #
-# Concurrency: WORKER_CONCURRENCY, else the pool file's CONCURRENCY_<LLM_BACKEND> (16 requests in
-# flight for vllm_server, LLM_ENHANCE__MAX_NUM_SEQS / LLM_SUM__MAX_NUM_SEQS for local_vllm), read
-# through MAIE's settings (environment and .env). `-c N` among the extra arguments wins.
+# Concurrency: WORKER_CONCURRENCY, else the default for the pool's queue (16 requests in flight for
+# vllm_server, LLM_ENHANCE__MAX_NUM_SEQS / LLM_SUM__MAX_NUM_SEQS for local_vllm, ASR__CONCURRENCY for
+# asr), read through MAIE's settings (environment and .env). `-c N` among the extra arguments wins.
 # Environment: MAIE_RUN_DIR (default run), LOG_DIR (default logs), MAIE_READY_TIMEOUT (default 120 s).
 set -euo pipefail
 

@@ -173,13 +173,15 @@ def test_server_key_and_gpu_fraction_go_where_they_belong(monkeypatch: pytest.Mo
 
 
 def test_pool_concurrency_follows_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    pool = {"CONCURRENCY_VLLM_SERVER": "16", "CONCURRENCY_LOCAL_VLLM": "LLM_SUM__MAX_NUM_SEQS"}
+    pool = {"QUEUE": "summary"}
+    monkeypatch.setenv("ASR__CONCURRENCY", "5")
     assert worker_concurrency(load_settings(env_file=None), pool) == 16
     monkeypatch.setenv("LLM_BACKEND", "local_vllm")
     monkeypatch.setenv("LLM_SUM__MAX_NUM_SEQS", "6")
     assert worker_concurrency(load_settings(env_file=None), pool) == 6
+    assert worker_concurrency(load_settings(env_file=None), {"QUEUE": "asr"}) == 5
     monkeypatch.setenv("WORKER_CONCURRENCY", "3")
     assert worker_concurrency(load_settings(env_file=None), pool) == 3
     monkeypatch.delenv("WORKER_CONCURRENCY")
-    with pytest.raises(ConfigError, match="names no setting"):
-        worker_concurrency(load_settings(env_file=None), {"CONCURRENCY_LOCAL_VLLM": "LLM_SUM__NO_SUCH"})
+    with pytest.raises(ConfigError, match="names no known queue"):
+        worker_concurrency(load_settings(env_file=None), {"QUEUE": "enhanced"})
