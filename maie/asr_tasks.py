@@ -24,6 +24,7 @@ from maie.celery import RESULT_EXPIRES, app
 from maie.errors import InputError, JobFailed
 from maie.inputs import Segment, segments_to_text
 from maie.job_meta import JobMeta
+from maie.lanes import is_short
 from maie.names import ASR_JOIN, ASR_PART, ASR_SPLIT
 from maie.submit import split_into_chunks
 from maie.task_base import MaieTask, check_cancelled, settings, store
@@ -107,7 +108,8 @@ def asr_join(self: MaieTask, _header: Any = None, *, job_id: str) -> dict[str, A
     st.put_chunks(job_id, [c.text for c in chunks], n_chunks=len(chunks), asr_done=True)
     audio_store().drop_audio(job_id)
     log.info("transcript stitched: %d segments, %d chunks", len(timed), len(chunks))
-    raise self.replace(job_canvas(self.app, job_id, len(chunks), meta.features))
+    short = is_short(len(chunks), settings())
+    raise self.replace(job_canvas(self.app, job_id, len(chunks), meta.features, short))
 
 
 def _raw_transcript(

@@ -20,7 +20,17 @@ from __future__ import annotations
 from celery import Celery, chord, group
 from celery.canvas import Signature
 
-from maie.names import ASR_JOIN, ASR_PART, ASR_SPLIT, ASSEMBLE, ENHANCE_CHUNK, PARTIAL_NOTES, SUMMARIZE
+from maie.lanes import lane
+from maie.names import (
+    ASR_JOIN,
+    ASR_PART,
+    ASR_SPLIT,
+    ASSEMBLE,
+    ENHANCE_CHUNK,
+    PARTIAL_NOTES,
+    SUMMARIZE,
+    TASK_QUEUES,
+)
 
 __all__ = [
     "chunk_task_id",
@@ -45,10 +55,14 @@ def asr_part_task_id(job_id: str, index: int) -> str:
     return f"{job_id}-asr-{index}"
 
 
-def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> Signature:
-    """The canvas that runs a new job."""
+def job_canvas(
+    app: Celery, job_id: str, n_chunks: int, features: list[str], short: bool = False
+) -> Signature:
+    """The canvas that runs a new job; a `short` one's tasks go to the short lanes (maie.lanes)."""
     body_name = SUMMARIZE if "summary" in features else ASSEMBLE
-    body = app.signature(body_name, kwargs={"job_id": job_id}).set(task_id=job_id)
+    body = app.signature(body_name, kwargs={"job_id": job_id}).set(
+        task_id=job_id, queue=lane(TASK_QUEUES[body_name], short)
+    )
     if "enhance" not in features:
         return body
     # ignore_result as the task itself says: without it here, the sender would also subscribe to
@@ -57,7 +71,11 @@ def job_canvas(app: Celery, job_id: str, n_chunks: int, features: list[str]) -> 
         app.signature(
             ENHANCE_CHUNK,
             kwargs={"job_id": job_id, "index": i},
-            options={"task_id": chunk_task_id(job_id, i), "ignore_result": True},
+            options={
+                "task_id": chunk_task_id(job_id, i),
+                "ignore_result": True,
+                "queue": lane(TASK_QUEUES[ENHANCE_CHUNK], short),
+            },
         )
         for i in range(n_chunks)
     )

@@ -35,7 +35,8 @@ from celery.utils.nodenames import gethostname
 from maie.backends.kinds import kind_of
 from maie.broker import guard_closed_redis_channels, is_amqp, task_queues, transport_options
 from maie.errors import ConfigError
-from maie.names import QUEUES, TASK_QUEUES, TASKS, Task
+from maie.lanes import with_lanes
+from maie.names import ALL_QUEUES, QUEUES, TASK_QUEUES, TASKS, Task
 from maie.settings import Settings, get_settings, use_env_file
 
 __all__ = [
@@ -79,7 +80,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "task_queues": task_queues(settings.celery_broker_url, QUEUES),
+        "task_queues": task_queues(settings.celery_broker_url, ALL_QUEUES),
         "task_routes": TASK_ROUTES,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -231,6 +232,16 @@ def _on_worker_init(
         from maie.asr import set_pool_size
 
         set_pool_size(int((options or {}).get("concurrency") or conf.worker_concurrency or 1))
+
+
+@signals.worker_init.connect
+def _on_worker_queues(sender: Any = None, **_: Any) -> None:
+    """A pool started with `-Q enhance` consumes the short lane too (maie.lanes). Celery has
+    selected the `-Q` queues by now; the consumer starts after this signal."""
+    queues = sender.app.amqp.queues
+    for name in with_lanes(list(queues.consume_from or {})):
+        if name not in (queues.consume_from or {}):
+            queues.select_add(queues[name])  # the declared queue (quorum on RabbitMQ), not a new one
 
 
 def _declare_amqp_queues() -> None:

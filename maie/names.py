@@ -12,6 +12,9 @@ __all__ = [
     "Task",
     "TASKS",
     "QUEUES",
+    "LANE_QUEUES",
+    "SHORT_SUFFIX",
+    "ALL_QUEUES",
     "ENHANCE_CHUNK",
     "SUMMARIZE",
     "PARTIAL_NOTES",
@@ -29,6 +32,14 @@ Task = Literal["enhance", "summary"]
 TASKS: tuple[Task, ...] = ("enhance", "summary")
 # Every queue: the LLM stages, then speech recognition.
 QUEUES: tuple[str, ...] = (*TASKS, "asr")
+
+# Short jobs wait in a lane of their own beside the enhance and summary queues: each pool consumes
+# both, taking from them in turn, so a job of a few chunks is not served after every chunk of the
+# long jobs queued before it (maie.lanes).
+LANE_QUEUES: tuple[Task, ...] = TASKS
+SHORT_SUFFIX = ".short"
+# Every queue a broker holds.
+ALL_QUEUES: tuple[str, ...] = (*QUEUES, *(q + SHORT_SUFFIX for q in LANE_QUEUES))
 
 # Celery task names (what messages carry; Flower and `celery inspect` show them).
 ENHANCE_CHUNK = "maie.enhance_chunk"

@@ -27,7 +27,8 @@ from celery import Celery
 from kombu.exceptions import ChannelError
 
 from maie.canvas import chunk_task_id
-from maie.names import ASSEMBLE, ENHANCE_CHUNK, KEY_PREFIX, SUMMARIZE
+from maie.lanes import is_short, lane
+from maie.names import ASSEMBLE, ENHANCE_CHUNK, KEY_PREFIX, SUMMARIZE, TASK_QUEUES
 from maie.result import JobError
 from maie.settings import Settings
 from maie.store import JobStore
@@ -45,10 +46,11 @@ class Missing:
 
     chunks: list[int]
     final: str | None  # SUMMARIZE | ASSEMBLE | None
+    short: bool = False  # the job's tasks go to the short lanes (maie.lanes)
 
     @property
     def queue(self) -> str:
-        return "enhance" if self.chunks else "summary"
+        return lane("enhance" if self.chunks else "summary", self.short)
 
     def describe(self) -> str:
         if self.chunks:
@@ -56,7 +58,7 @@ class Missing:
         return "the summary task" if self.final == SUMMARIZE else "the final assembly task"
 
 
-def missing(store: JobStore, job_id: str) -> Missing | None:
+def missing(store: JobStore, job_id: str, settings: Settings) -> Missing | None:
     """What the job still needs, or None if it has ended or is gone."""
     if store.result(job_id) is not None or store.error(job_id) is not None or store.cancelled(job_id):
         return None
@@ -66,12 +68,13 @@ def missing(store: JobStore, job_id: str) -> Missing | None:
     if meta.waits_for_recognition:
         return None  # still being recognised: its chunks do not exist yet (not reconciled here)
     final = SUMMARIZE if "summary" in meta.features else ASSEMBLE
+    short = is_short(meta.n_chunks, settings)
     if meta.enhanced_chunks:
         done = store.enhanced(job_id)
         chunks = [i for i in range(meta.enhanced_chunks) if i not in done]
         if chunks:
-            return Missing(chunks, final)
-    return Missing([], final)
+            return Missing(chunks, final, short)
+    return Missing([], final, short)
 
 
 class Reconciler:
@@ -100,7 +103,7 @@ class Reconciler:
     def _finish_redispatched(self, job_id: str) -> list[str]:
         # A job whose chord lost a chunk: its chord never fires, so its final task is sent here as
         # soon as every chunk is in, instead of after another quiet period.
-        need = missing(self.store, job_id)
+        need = missing(self.store, job_id, self.settings)
         if need is None:
             self.store.forget_active(job_id)
             return []
@@ -109,11 +112,11 @@ class Reconciler:
         if not self.store.claim(job_id, "final-sent"):
             return []
         self.store.touch(job_id)
-        self._send(need.final, job_id, redispatch=1)
+        self._send(need.final, job_id, need, redispatch=1)
         return [f"{job_id}: every chunk is in; sent {need.describe()}"]
 
     def _check(self, job_id: str, now: float) -> list[str]:
-        need = missing(self.store, job_id)
+        need = missing(self.store, job_id, self.settings)
         if need is None:
             self.store.forget_active(job_id)
             return []
@@ -139,10 +142,10 @@ class Reconciler:
         if need.chunks:
             self.store.mark_redispatched(job_id)
             for index in need.chunks:
-                self._send(ENHANCE_CHUNK, job_id, redispatch=rounds, index=index)
+                self._send(ENHANCE_CHUNK, job_id, need, redispatch=rounds, index=index)
         else:
             assert need.final is not None
-            self._send(need.final, job_id, redispatch=rounds)
+            self._send(need.final, job_id, need, redispatch=rounds)
         line = f"{job_id}: no progress for {quiet:.0f} s; sent {need.describe()} again (round {rounds})"
         log.warning("job %s: no progress for %.0f s; sending %s again", job_id, quiet, need.describe())
         return [line]
@@ -166,12 +169,15 @@ class Reconciler:
             log.debug("cannot read the depth of queue %s: %s", queue, exc)
             return False
 
-    def _send(self, name: str, job_id: str, *, redispatch: int, index: int | None = None) -> None:
+    def _send(
+        self, name: str, job_id: str, need: Missing, *, redispatch: int, index: int | None = None
+    ) -> None:
         kwargs: dict[str, object] = {"job_id": job_id, "redispatch": redispatch}
         if index is not None:
             kwargs["index"] = index
         task_id = chunk_task_id(job_id, index) if index is not None else job_id
-        self.app.signature(name, kwargs=kwargs).apply_async(task_id=task_id)
+        queue = lane(TASK_QUEUES[name], need.short)
+        self.app.signature(name, kwargs=kwargs).apply_async(task_id=task_id, queue=queue)
 
 
 _thread: threading.Thread | None = None

@@ -175,6 +175,8 @@ class Settings(BaseSettings):
     # Input and queue limits.
     max_input_bytes: int = Field(default=5_000_000, gt=0)
     queue_max_depth: int = Field(default=10_000, gt=0)
+    # Jobs of at most this many chunks go to the short lane of each queue (maie.lanes); 0: none.
+    short_job_max_chunks: int = Field(default=4, ge=0)
 
     # The HTTP API (`maie api`): the key clients send in X-API-Key, and the largest request body
     # it reads (uploads are refused with 413 past it, before the transcript checks run).

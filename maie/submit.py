@@ -38,7 +38,8 @@ from maie.enhance import max_chunk_tokens
 from maie.errors import BackendUnavailable, InputError, QueueFull
 from maie.inputs import Format, Segment, load_transcript, parse_transcript
 from maie.job_meta import JobMeta
-from maie.names import QUEUES, TASKS
+from maie.lanes import is_short, pool_of
+from maie.names import ALL_QUEUES, QUEUES, TASKS
 from maie.result import JobError, JobResult, JobStatus
 from maie.settings import Settings, get_settings
 from maie.store import JobStore, redis_client
@@ -105,13 +106,18 @@ def queue_depths(settings: Settings) -> dict[str, int]:
     RabbitMQ; BackendUnavailable when the broker cannot be reached."""
     if not is_amqp(settings.celery_broker_url):
         client = redis_client(settings.celery_broker_url)
-        return {queue: int(client.llen(queue)) for queue in QUEUES}
-    try:
-        with client_app(settings).connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1)
-            return amqp_queue_depths(conn, QUEUES)
-    except (kombu.exceptions.OperationalError, OSError) as exc:
-        raise BackendUnavailable(f"cannot reach the broker: {' '.join(str(exc).split())}") from None
+        lanes = {queue: int(client.llen(queue)) for queue in ALL_QUEUES}
+    else:
+        try:
+            with client_app(settings).connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+                lanes = amqp_queue_depths(conn, ALL_QUEUES)
+        except (kombu.exceptions.OperationalError, OSError) as exc:
+            raise BackendUnavailable(f"cannot reach the broker: {' '.join(str(exc).split())}") from None
+    depths = dict.fromkeys(QUEUES, 0)
+    for name, depth in lanes.items():  # a pool's queue counts its short lane too
+        depths[pool_of(name)] += depth
+    return depths
 
 
 def split_into_chunks(segments: list[Segment], settings: Settings) -> list[Chunk]:
@@ -207,7 +213,7 @@ def submit(
             canvas = audio_canvas(app, job_id)
         else:
             store.create(job_id, meta, [c.text for c in chunks])
-            canvas = job_canvas(app, job_id, len(chunks), chosen)
+            canvas = job_canvas(app, job_id, len(chunks), chosen, is_short(len(chunks), s))
         store.activate(job_id)
         try:
             canvas.apply_async()

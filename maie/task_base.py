@@ -148,7 +148,9 @@ class MaieTask(CeleryTask):  # type: ignore[type-arg]
             )
         st.touch(job_id)
         created = st.created_at(job_id)
-        queue = TASK_ROUTES.get(self.name, {}).get("queue")
+        # The queue (lane) it came from, whose progress the reconciler watches.
+        delivered = (self.request.delivery_info or {}).get("routing_key")
+        queue = delivered or TASK_ROUTES.get(self.name, {}).get("queue")
         if created is not None and queue is not None:
             st.note_head(queue, created)
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+from typing import Any
 
 BROKER = os.environ.get("MAIE_TEST_BROKER", "redis").strip().lower() or "redis"
 if BROKER not in ("redis", "amqp"):
@@ -72,15 +73,17 @@ class Vhost:
         rabbitmqctl("set_permissions", "-p", self.name, user, ".*", ".*", ".*")
         self.url = f"{AMQP_BASE}/{self.name}"
 
-    def ready(self, *names: str) -> tuple[int, ...]:
-        """Each queue's ready messages, now (a passive declare; rabbitmqctl's counts lag)."""
+    def ready(self, *pools: str) -> tuple[int, ...]:
+        """Each pool's ready messages (its queue and short lane), now (a passive declare;
+        rabbitmqctl's counts lag)."""
         from kombu import Connection
 
         from maie.broker import amqp_queue_depths
+        from maie.lanes import with_lanes
 
         with Connection(self.url) as conn:
-            depths = amqp_queue_depths(conn, names)
-        return tuple(depths[n] for n in names)
+            depths = amqp_queue_depths(conn, with_lanes(pools))
+        return tuple(sum(depths[q] for q in with_lanes([p])) for p in pools)
 
     def queues(self) -> dict[str, tuple[int, int]]:
         """Each queue's (ready, unacknowledged) message counts, as of RabbitMQ's last statistics
@@ -94,11 +97,20 @@ class Vhost:
             for q in json.loads(out or "[]")
         }
 
-    def purge(self, *names: str) -> None:
+    def purge(self, *pools: str) -> None:
+        from maie.lanes import with_lanes
+
         present = self.queues()
-        for name in names:
+        for name in with_lanes(pools):
             if name in present:
                 rabbitmqctl("purge_queue", "-p", self.name, name)
 
     def delete(self) -> None:
         rabbitmqctl("delete_vhost", self.name)
+
+
+def redis_depth(client: Any, *pools: str) -> int:
+    """Messages waiting on the Redis broker for `pools`, their short lanes included (maie.lanes)."""
+    from maie.lanes import with_lanes
+
+    return sum(int(client.llen(q)) for q in with_lanes(pools))

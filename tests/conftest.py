@@ -107,7 +107,7 @@ def clean_redis(client: redis.Redis) -> None:
         keys = list(client.scan_iter(pattern, count=1000))
         if keys:
             client.delete(*keys)
-    for queue in ("enhance", "summary", "asr"):
+    for queue in ("enhance", "summary", "asr", "enhance.short", "summary.short"):
         client.delete(queue)
 
 

@@ -26,13 +26,14 @@ from typing import Any, Self
 import httpx
 import pytest
 import redis
-from brokers import BROKER, Vhost
+from brokers import BROKER, Vhost, redis_depth
 from conftest import REDIS_URL, ROOT, Worker, base_env, clean_redis, dual_env, start_worker
 from fakes.process import ManagedProcess, free_port
 from fakes.server_process import FakeServerProcess
 
 from maie import Job, JobResult, submit
 from maie.enhance import normalize_words
+from maie.lanes import with_lanes
 from maie.settings import Settings, load_settings
 
 SCRIPTS = ROOT / "scripts"
@@ -262,10 +263,10 @@ def no_message_left(rig: Rig) -> bool:
     """Nothing waiting in the queues and nothing delivered but unacknowledged."""
     if rig.vhost is not None:
         queues = rig.vhost.queues()
-        unacked = sum(queues.get(q, (0, 0))[1] for q in ("enhance", "summary"))
+        unacked = sum(queues.get(q, (0, 0))[1] for q in with_lanes(["enhance", "summary"]))
         return rig.vhost.ready("enhance", "summary") == (0, 0) and unacked == 0
     c = rig.client
-    return c.llen("enhance") + c.llen("summary") + c.hlen("unacked") == 0
+    return redis_depth(c, "enhance", "summary") + c.hlen("unacked") == 0
 
 
 def maie_cli(

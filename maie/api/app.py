@@ -26,6 +26,7 @@ from maie.api.models import HealthResponse
 from maie.api.openapi import CURL
 from maie.celery import client_app
 from maie.errors import BackendUnavailable, ConfigError
+from maie.lanes import pool_of
 from maie.logs import set_pool, setup_logging
 from maie.names import QUEUES
 from maie.settings import Settings, load_settings
@@ -102,8 +103,9 @@ def _health(s: Settings) -> HealthResponse:
             replies = {}
         for worker, queues in sorted(replies.items()):
             for q in queues or []:
-                if q.get("name") in pools:
-                    pools[q["name"]].append(worker)
+                pool = pool_of(str(q.get("name")))
+                if pool in pools and worker not in pools[pool]:  # a pool consumes its lanes too
+                    pools[pool].append(worker)
     # The asr pool serves recordings only: a deployment without one is healthy until a recording
     # waits on its queue with no worker to take it.
     active = all(pools[q] for q in QUEUES if q != "asr") and bool(pools["asr"] or not depths.get("asr"))

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from brokers import redis_depth
 from conftest import clean_redis
 from fakes.server_process import FakeServerProcess
 from helpers import (
@@ -92,7 +93,7 @@ def quiet(idle: tuple[Rig, ApiServer]) -> tuple[Rig, ApiServer]:
 def snapshot(rig: Rig) -> tuple[int, int, int]:
     """Tasks queued per queue and job records: what a refused request must leave unchanged."""
     c = rig.client
-    return c.llen("enhance"), c.llen("summary"), sum(1 for _ in c.scan_iter("maie:*"))
+    return redis_depth(c, "enhance"), redis_depth(c, "summary"), sum(1 for _ in c.scan_iter("maie:*"))
 
 
 # -- auth ------------------------------------------------------------------------------------------

