@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -19,7 +19,15 @@ from redis.retry import Retry
 from maie.job_meta import JobMeta
 from maie.names import JOB_PREFIX, KEY_PREFIX
 
-__all__ = ["JobStore", "redis_client", "put_record", "indexed_records", "ACTIVE", "REDISPATCHED"]
+__all__ = [
+    "JobStore",
+    "JobRecords",
+    "redis_client",
+    "put_record",
+    "indexed_records",
+    "ACTIVE",
+    "REDISPATCHED",
+]
 
 PREFIX = JOB_PREFIX
 # Jobs not yet ended, scored by when they last made progress (or are next expected to: a retry
@@ -44,6 +52,20 @@ def redis_client(url: str, patient: bool = False) -> redis.Redis:
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     return redis.Redis.from_url(url, decode_responses=True)
+
+
+class JobRecords(Protocol):
+    """What a `Job` handle reads and writes of its job: the Python API needs no more of a store."""
+
+    def exists(self, job_id: str) -> bool: ...
+    def meta(self, job_id: str) -> JobMeta: ...
+    def enhanced_count(self, job_id: str) -> int: ...
+    def raw_chunks(self, job_id: str) -> dict[int, str]: ...
+    def result(self, job_id: str) -> str | None: ...
+    def error(self, job_id: str) -> dict[str, Any] | None: ...
+    def cancelled(self, job_id: str) -> bool: ...
+    def cancelled_at(self, job_id: str) -> float | None: ...
+    def cancel(self, job_id: str) -> None: ...
 
 
 def put_record(client: redis.Redis, key: str, field: str, record: dict[str, Any], ttl: int) -> None:

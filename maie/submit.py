@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import kombu.exceptions
 import redis
@@ -41,8 +40,8 @@ from maie.job_meta import JobMeta
 from maie.lanes import is_short, pool_of
 from maie.names import ALL_QUEUES, QUEUES, TASKS
 from maie.result import JobError, JobResult, JobStatus
-from maie.settings import Settings, get_settings
-from maie.store import JobStore, redis_client
+from maie.settings import Settings, get_settings, mask_url
+from maie.store import JobRecords, JobStore, redis_client
 from maie.templates import load_template
 
 __all__ = ["FEATURES", "submit", "Job", "check_features", "split_into_chunks"]
@@ -233,14 +232,6 @@ def submit(
     return Job(job_id, settings)
 
 
-def mask_url(url: str) -> str:
-    """A URL as logs and messages may show it: its password masked."""
-    parts = urlsplit(url)
-    if parts.password:
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":****@")))
-    return url
-
-
 def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
@@ -266,7 +257,7 @@ class Job:
         except ValueError:
             self.id = job_id
         self._settings = _settings(settings)
-        self.store = _store(self._settings)
+        self.store: JobRecords = _store(self._settings)
         # The Celery app that sent the job: the process app, or one for the caller's settings.
         self.app = client_app(settings)
 
