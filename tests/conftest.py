@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import brokers  # noqa: E402
-from fakes.process import stop_process  # noqa: E402
+from fakes.process import ManagedProcess  # noqa: E402
 from fakes.server_process import FakeServerProcess  # noqa: E402
 
 
@@ -124,20 +121,6 @@ def fresh_redis(redis_client: redis.Redis) -> redis.Redis:
     return redis_client
 
 
-@dataclass
-class Worker:
-    queue: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        stop_process(self.proc, sig, timeout)
-
-
 def base_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -156,42 +139,39 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+class Worker(ManagedProcess):
+    """`celery -A maie worker -Q <queue>` as a real process, as users start it, with `env` (its
+    LOG_DIR set to `log_dir`, where it runs and writes its output, worker-<queue>.out)."""
+
+    def __init__(self, queue: str, env: dict[str, str], log_dir: Path, concurrency: int = 4) -> None:
+        celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
+        cmd = [
+            celery,
+            "-A",
+            "maie",
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{queue}-{os.getpid()}-{time.monotonic_ns()}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+        env = {**env, "LOG_DIR": str(log_dir)}
+        super().__init__(f"worker {queue}", cmd, log_dir / f"worker-{queue}.out", env=env, cwd=log_dir)
+        self.queue = queue
+        self.env: dict[str, str] = env
+
+
 def start_worker(
     queue: str, env: dict[str, str], log_dir: Path, concurrency: int = 4, ready_timeout: float = 60
 ) -> Worker:
-    """`celery -A maie worker -Q <queue>` as a real process; returns once it is ready."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"worker-{queue}.out"
-    celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
-    cmd = [
-        celery,
-        "-A",
-        "maie",
-        "worker",
-        "-Q",
-        queue,
-        "-c",
-        str(concurrency),
-        "-n",
-        f"{queue}-{os.getpid()}-{time.monotonic_ns()}@%h",
-        "--loglevel",
-        "INFO",
-        "--without-mingle",
-        "--without-gossip",
-    ]
-    env = {**env, "LOG_DIR": str(log_dir)}
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=log_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    worker = Worker(queue, proc, log_path, env)
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker {queue} exited {proc.returncode}:\n{worker.log()[-3000:]}")
-        if " ready." in worker.log():
-            return worker
-        time.sleep(0.2)
-    worker.stop(signal.SIGKILL)
-    raise RuntimeError(f"worker {queue} not ready in {ready_timeout}s:\n{worker.log()[-3000:]}")
+    """A `Worker`, started; returns once it is ready."""
+    return Worker(queue, env, log_dir, concurrency).start().wait_logged(" ready.", ready_timeout)
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ import jsonschema
 import pytest
 import redis
 from conftest import clean_redis, load_jsonl, start_worker
-from fakes.process import free_port
+from fakes.process import ManagedProcess, free_port
 from helpers import CONSTRAINED_CHUNK, TINY_SCHEMA, engine_env, run_job, templates_dir_fixture  # noqa: F401
 
 from maie import JobResult, submit
@@ -28,6 +26,9 @@ from maie.store import JobStore
 
 # -- vllm_server: real OpenAI-compatible vLLM servers ---------------------------------------------
 class VllmServer:
+    """A vLLM OpenAI-compatible server on CPU serving `model` as `name`, started at once; its
+    output in `log_path`."""
+
     def __init__(self, model: Path, name: str, log_path: Path, cpu: str) -> None:
         self.port = free_port()
         self.name = name
@@ -58,22 +59,17 @@ class VllmServer:
             "HF_HUB_OFFLINE": "1",
             "VLLM_CPU_OMP_THREADS_BIND": cpu,
         }
-        with open(log_path, "wb") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.process = ManagedProcess(f"vLLM server {name}", cmd, log_path, env=env).start()
 
     def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/models", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"vLLM server not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+        self.process.wait_ready(self._answers, timeout, poll=1)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.base_url + "/models", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
 
     def chat_requests(self) -> int:
         """Chat completions this server answered, from its own Prometheus metrics."""
@@ -86,13 +82,7 @@ class VllmServer:
         return int(total)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.process.stop(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -21,32 +21,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Send `sig` (a warm shutdown by default), wait up to `timeout` s, then kill."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """`sig` to the process group of `proc` (started in a session of its own), SIGKILL to what is
-    left after `timeout`: children (vLLM engine cores) may outlive their leader."""
-    pgid = proc.pid  # start_new_session: the group id is the leader's pid
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
 
 
 class ManagedProcess:
@@ -110,16 +84,43 @@ class ManagedProcess:
         self.stop(signal.SIGKILL)
         raise RuntimeError(f"{self.name} not ready in {timeout}s:\n{tail}")
 
+    def wait_logged(self, marker: str, timeout: float, poll: float = 0.2) -> Self:
+        """Ready once `marker` appears in its output (a Celery worker prints " ready.")."""
+        return self.wait_ready(lambda: marker in self.log(), timeout, poll)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        """`sig`, up to `timeout` s to exit, then SIGKILL. A group is stopped once: its id may be
-        reused after."""
+        """`sig` (a warm shutdown by default), up to `timeout` s to exit, then SIGKILL."""
         if self._popen is None or self._stopped:
             return
+        self.send(sig)
+        self.reap(timeout)
+
+    def send(self, sig: int) -> None:
+        """`sig` to the process, or with `group` to its whole process group, while it runs."""
+        proc = self.proc
+        if proc.poll() is not None:
+            return
+        if self.group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)  # start_new_session: the group id is the leader's pid
+        else:
+            proc.send_signal(sig)
+
+    def reap(self, timeout: float) -> None:
+        """Up to `timeout` s for the process to exit, then SIGKILL. With `group`, SIGKILL to what
+        is left of the group even when the leader exited (vLLM engine cores may outlive it), and
+        only once: the group id may be reused after."""
+        proc = self.proc
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
         if self.group:
             self._stopped = True
-            stop_group(self._popen, sig, timeout)
-        else:
-            stop_process(self._popen, sig, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        elif proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
 
     @property
     def proc(self) -> subprocess.Popen[bytes]:
@@ -148,3 +149,14 @@ class ManagedProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_all(processes: Iterable[ManagedProcess], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """`sig` to every live process at once, then wait for each, SIGKILL after `timeout` s in all:
+    pools shut down side by side, not one after the other."""
+    live = [p for p in processes if p.alive()]
+    for p in live:
+        p.send(sig)
+    deadline = time.monotonic() + timeout
+    for p in live:
+        p.reap(max(0.1, deadline - time.monotonic()))

@@ -24,18 +24,8 @@ import pytest
 from brokers import redis_depth
 from conftest import clean_redis
 from fakes.server_process import FakeServerProcess
-from helpers import (
-    BAD_INPUTS,
-    KEY,
-    ApiServer,
-    Bad,
-    Rig,
-    chat_requests,
-    in_flight,
-    open_rig,
-    transcript,
-    wait_for,
-)
+from helpers import BAD_INPUTS, KEY, ApiServer, Bad, chat_requests, in_flight, transcript, wait_for
+from rig import Rig, open_rig
 
 from maie import Job, submit
 from maie.errors import InputError

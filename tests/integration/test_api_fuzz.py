@@ -16,8 +16,9 @@ import schemathesis
 from brokers import redis_depth
 from conftest import clean_redis
 from fakes.server_process import FakeServerProcess
-from helpers import KEY, ApiServer, Rig, open_rig
+from helpers import KEY, ApiServer
 from hypothesis import HealthCheck, given, settings
+from rig import Rig, open_rig
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, base_env, clean_redis, stop_process
-from fakes.process import free_port
+from conftest import ROOT, base_env, clean_redis
+from fakes.process import ManagedProcess, free_port
 from helpers import get, poll
 
 from maie.celery import default_node_name
@@ -23,42 +23,30 @@ from maie.celery import default_node_name
 CELERY = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    stop_process(proc, timeout=60)
-
-
 @pytest.fixture
 def two_pools(redis_client: redis.Redis, tmp_path: Path) -> Iterator[dict[str, str]]:
     """`celery -A maie worker -Q enhance` and `-Q summary`, exactly as the README prints them."""
     clean_redis(redis_client)
     env = base_env(LOG_DIR=str(tmp_path / "logs"))
-    procs: list[subprocess.Popen[bytes]] = []
+    pools = [
+        ManagedProcess(
+            f"{queue} worker",
+            [CELERY, "-A", "maie", "worker", "-Q", queue],
+            tmp_path / f"{queue}.out",
+            env=env,
+            cwd=tmp_path,
+        )
+        for queue in ("enhance", "summary")
+    ]
     try:
-        for queue in ("enhance", "summary"):
-            out = tmp_path / f"{queue}.out"
-            with open(out, "wb") as sink:
-                procs.append(
-                    subprocess.Popen(
-                        [CELERY, "-A", "maie", "worker", "-Q", queue],
-                        cwd=tmp_path,
-                        env=env,
-                        stdout=sink,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        for queue, proc in zip(("enhance", "summary"), procs, strict=True):
-            out = tmp_path / f"{queue}.out"
-            poll(f"{queue} worker ready", lambda p=proc, o=out: _ready(p, o), timeout=120)
+        for pool in pools:
+            pool.start()
+        for pool in pools:
+            pool.wait_logged(" ready.", 120, poll=0.3)
         yield env
     finally:
-        for proc in procs:
-            stop(proc)
-
-
-def _ready(proc: subprocess.Popen[bytes], out: Path) -> bool:
-    text = out.read_text(errors="replace")
-    assert proc.poll() is None, text[-3000:]
-    return " ready." in text
+        for pool in pools:
+            pool.stop(timeout=60)
 
 
 def test_the_two_pools_show_as_two_workers(two_pools: dict[str, str], tmp_path: Path) -> None:
@@ -98,25 +86,18 @@ def test_bare_flower_refuses_to_start_without_auth(tmp_path: Path) -> None:
 def test_bare_flower_takes_its_auth_and_port_from_dot_env(redis_client: redis.Redis, tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / ".env").write_text(f"FLOWER_BASIC_AUTH=ops:env-file-pw\nFLOWER_PORT={port}\n")
-    out = tmp_path / "flower.out"
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(
-            [CELERY, "-A", "maie", "flower"],
-            cwd=tmp_path,
-            env=base_env(),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    cmd = [CELERY, "-A", "maie", "flower"]
+    flower = ManagedProcess("Flower", cmd, tmp_path / "flower.out", env=base_env(), cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
+    flower.start().wait_ready(lambda: get(f"{url}/healthcheck")[0] == 200, 60, poll=0.3)
     try:
-        poll("Flower answering", lambda: proc.poll() is None and get(f"{url}/healthcheck")[0] == 200)
         for path in ("/", "/tasks", "/broker", "/api/workers"):
             assert get(url + path)[0] == 401, path
         assert get(url + "/", auth=("ops", "wrong"))[0] == 401
         assert get(url + "/api/workers", auth=("ops", "env-file-pw"))[0] == 200
     finally:
-        stop(proc)
-    text = out.read_text(errors="replace")
+        flower.stop(timeout=60)
+    text = flower.log()
     assert f"Visit me at http://127.0.0.1:{port}" in text, text[-2000:]
     assert "env-file-pw" not in text
 

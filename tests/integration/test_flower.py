@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Worker, base_env, stop_process
-from fakes.process import free_port
+from conftest import ROOT, Worker, base_env
+from fakes.process import ManagedProcess, free_port
 from fakes.server_process import FakeServerProcess
 from helpers import get, poll
 
@@ -34,18 +34,11 @@ def flower(dual: dict[str, Worker], tmp_path: Path) -> Iterator[str]:
         LOG_DIR=str(tmp_path / "logs"),
         MAIE_RUN_DIR=str(tmp_path / "run"),
     )
-    out = tmp_path / "flower.out"
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "start-flower.sh")], env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
+    script = str(ROOT / "scripts" / "start-flower.sh")
+    flower = ManagedProcess("Flower", [script], tmp_path / "flower.out", env=env)
     url = f"http://127.0.0.1:{port}"
+    flower.start().wait_ready(lambda: get(f"{url}/healthcheck")[0] == 200, 60, poll=0.3)
     try:
-        poll(
-            "Flower answering /healthcheck",
-            lambda: proc.poll() is None and get(f"{url}/healthcheck")[0] == 200,
-        )
-
         # Flower learns about workers from their events: wait until it has heard from both pools.
         def both_online() -> bool:
             metrics = get(f"{url}/metrics")[1].decode()
@@ -61,8 +54,8 @@ def flower(dual: dict[str, Worker], tmp_path: Path) -> Iterator[str]:
         poll("Flower seeing both pools' heartbeats", both_online)
         yield url
     finally:
-        stop_process(proc)
-        assert "Traceback" not in out.read_text(errors="replace")
+        flower.stop()
+        assert "Traceback" not in flower.log()
 
 
 def test_flower_shows_the_jobs_tasks_with_ids_only(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Worker, base_env
-from fakes.process import free_port
+from fakes.process import ManagedProcess, free_port
 from fakes.server_process import FakeServerProcess
 
 from maie import submit
@@ -28,26 +26,23 @@ LINES = [f"Speaker {i % 2}: point {i} of the budget is the river ferry timetable
 @pytest.fixture
 def exporter(dual: dict[str, Worker], tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    out = tmp_path / "metrics.out"
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(
-            [MAIE, "metrics", "--port", str(port)], cwd=tmp_path, env=base_env(), stdout=sink, stderr=sink
-        )
+    cmd = [MAIE, "metrics", "--port", str(port)]
+    metrics = ManagedProcess("maie metrics", cmd, tmp_path / "metrics.out", env=base_env(), cwd=tmp_path)
     url = f"http://127.0.0.1:{port}/metrics"
+    metrics.start().wait_ready(lambda: _answers(url), 60)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, out.read_text()
-            try:
-                urllib.request.urlopen(url, timeout=5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "maie metrics did not answer"
-                time.sleep(0.2)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, out.read_text()
+        metrics.stop()
+        assert metrics.proc.returncode == 0, metrics.log()
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+        return True
+    except OSError:
+        return False
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from helpers import alive, ops_env_fixture, pid_of, script, scripts_redis_fixture, scripts_redis_url_fixture  # noqa: F401
+from ops import alive, ops_env_fixture, pid_of, script, scripts_redis_fixture, scripts_redis_url_fixture  # noqa: F401
 
 from maie import submit
 from maie.settings import load_settings

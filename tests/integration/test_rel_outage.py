@@ -17,7 +17,8 @@ import pytest
 from fakes.outage import ResettingListener
 from fakes.process import free_port
 from fakes.server_process import FakeServerProcess
-from helpers import Rig, assert_complete_once, n_chunks, open_rig, transcript, wait_for
+from helpers import assert_complete_once, n_chunks, transcript, wait_for
+from rig import Rig, open_rig
 
 from maie import submit
 

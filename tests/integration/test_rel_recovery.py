@@ -14,7 +14,6 @@ Each test runs against a redis-server of its own (see test_reliability.py).
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,20 +22,10 @@ import pytest
 import redis
 from brokers import redis_depth
 from conftest import base_env
-from fakes.process import free_port
+from fakes.process import ManagedProcess, free_port
 from fakes.server_process import FakeServerProcess
-from helpers import (
-    Rig,
-    assert_complete_once,
-    chat_requests,
-    maie_cli,
-    n_chunks,
-    no_message_left,
-    open_rig,
-    release_clients,
-    transcript,
-    wait_for,
-)
+from helpers import assert_complete_once, chat_requests, maie_cli, n_chunks, transcript, wait_for
+from rig import Rig, no_message_left, open_rig, release_clients
 
 from maie import submit
 from maie.canvas import chunk_task_id
@@ -147,13 +136,11 @@ def test_a_broker_failure_while_queueing_is_one_line_keeps_nothing_and_frees_the
     # A broker that accepts one client only: submit's queue-depth check takes that connection,
     # so the publish in apply_async cannot connect (kombu OperationalError).
     port = free_port()
-    broker = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--maxclients", "1"],
-        stdout=subprocess.DEVNULL,
-    )
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--maxclients", "1"]
+    broker = ManagedProcess("one-client broker", cmd, tmp_path / "broker.out").start()
     broker_url = f"redis://127.0.0.1:{port}/0"
     try:
-        wait_for("the broker to listen", lambda: _listening(port), 10)
+        broker.wait_ready(lambda: _listening(port), 10, poll=0.05)
         settings = load_settings(
             env_file=None, celery_broker_url=broker_url, celery_result_backend=rig.redis.url
         )
@@ -168,8 +155,7 @@ def test_a_broker_failure_while_queueing_is_one_line_keeps_nothing_and_frees_the
         assert rig.client.zcard("maie:active") == 0
     finally:
         release_clients(broker_url)
-        broker.terminate()
-        broker.wait(10)
+        broker.stop(timeout=10)
 
 
 def _listening(port: int) -> bool:

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import redis
 from fakes.server_process import FakeServerProcess
-from helpers import Rig, chat_requests, maie_cli, open_rig, transcript
+from helpers import chat_requests, maie_cli, transcript
+from rig import Rig, open_rig
 
 from maie import submit
 from maie.celery import client_app

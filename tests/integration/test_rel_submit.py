@@ -17,19 +17,8 @@ from pathlib import Path
 import pytest
 from brokers import redis_depth
 from fakes.server_process import FakeServerProcess
-from helpers import (
-    BAD_INPUTS,
-    Bad,
-    Rig,
-    chat_requests,
-    in_flight,
-    maie_cli,
-    n_chunks,
-    no_message_left,
-    open_rig,
-    transcript,
-    wait_for,
-)
+from helpers import BAD_INPUTS, Bad, chat_requests, in_flight, maie_cli, n_chunks, transcript, wait_for
+from rig import Rig, no_message_left, open_rig
 
 from maie import Job, submit
 from maie.errors import QueueFull

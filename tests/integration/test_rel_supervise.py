@@ -19,18 +19,9 @@ from typing import Any
 
 import pytest
 from fakes.server_process import FakeServerProcess
-from helpers import (
-    PrivateRedis,
-    alive,
-    assert_complete_once,
-    in_flight,
-    n_chunks,
-    pid_of,
-    release_clients,
-    script,
-    transcript,
-    wait_for,
-)
+from helpers import assert_complete_once, in_flight, n_chunks, transcript, wait_for
+from ops import alive, pid_of, script
+from rig import PrivateRedis, release_clients
 
 from maie import submit
 from maie.settings import Settings, load_settings

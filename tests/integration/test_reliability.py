@@ -22,18 +22,8 @@ import pytest
 from fakes.process import free_port
 from fakes.server import FakeOpenAIServer
 from fakes.server_process import FakeServerProcess
-from helpers import (
-    Rig,
-    assert_complete_once,
-    chat_requests,
-    in_flight,
-    maie_cli,
-    n_chunks,
-    no_message_left,
-    open_rig,
-    transcript,
-    wait_for,
-)
+from helpers import assert_complete_once, chat_requests, in_flight, maie_cli, n_chunks, transcript, wait_for
+from rig import Rig, no_message_left, open_rig
 
 from maie import submit
 from maie.errors import InputError

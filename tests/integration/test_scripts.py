@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fakes.server_process import FakeServerProcess
-from helpers import (  # noqa: F401
+from ops import (  # noqa: F401
     SCRIPTS,
     alive,
     ops_env_fixture,

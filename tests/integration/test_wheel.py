@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, clean_redis, dual_env, stop_process
+from conftest import ROOT, clean_redis, dual_env
+from fakes.process import ManagedProcess
 from fakes.server_process import FakeServerProcess
 
 SHIPPED = {"generic_summary", "generic_summary_vi", "interview", "meeting_notes", "meeting_notes_vi"}
@@ -81,21 +82,15 @@ def pool(
     env = venv_env(wheel_venv, dual_env(server_a, server_b))
     work = tmp_path_factory.mktemp("wheel-worker")
     env["LOG_DIR"] = str(work / "logs")
-    out = work / "worker.out"
     cmd = [str(wheel_venv / "bin" / "python"), "-m", "celery", "-A", "maie", "worker"]
     cmd += ["-Q", "enhance,summary", "-c", "2", "-n", f"wheel-{time.monotonic_ns()}@%h"]
     cmd += ["--without-mingle", "--without-gossip"]
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    worker = ManagedProcess("wheel worker", cmd, work / "worker.out", env=env, cwd=work)
+    worker.start().wait_logged(" ready.", 120, poll=0.3)
     try:
-        deadline = time.monotonic() + 120
-        while " ready." not in out.read_text(errors="replace"):
-            assert proc.poll() is None, out.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, out.read_text(errors="replace")[-3000:]
-            time.sleep(0.3)
         yield env
     finally:
-        stop_process(proc, timeout=60)
+        worker.stop(timeout=60)
 
 
 def test_the_wheel_ships_the_templates_and_templates_dir_adds_to_them(
