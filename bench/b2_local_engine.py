@@ -140,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             env=c.clean_env(**c.engine_env(a.engine_cores)),
             log_dir=tmp,
         )
-        c.wait_until("direct vllm.LLM run", lambda: child.popen.poll() is not None, a.timeout + 300)
+        c.wait_until("direct vllm.LLM run", lambda: not child.alive(), a.timeout + 300)
         child.stop()
-        if child.popen.returncode != 0 or not out.exists():
-            raise RuntimeError(f"direct run failed ({child.popen.returncode}):\n{child.log(4000)}")
+        if child.proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"direct run failed ({child.proc.returncode}):\n{child.log(4000)}")
         direct = json.loads(out.read_text())
         for run in direct["runs"]:
             print(

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import common as c
+from fakes.process import ManagedProcess
 
 TARGET = 0.95
 MODEL = "sim-accelerator"
@@ -85,7 +86,9 @@ def pin(pid: int, cpus: str) -> None:
     subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
 
 
-def start_enhance_pools(procs: c.Procs, n: int, threads: int, env: dict[str, str], tmp: Any) -> list[c.Proc]:
+def start_enhance_pools(
+    procs: c.Procs, n: int, threads: int, env: dict[str, str], tmp: Any
+) -> list[ManagedProcess]:
     pools = []
     for i in range(n):
         log_dir = tmp / f"enhance-{threads}-{i}"
@@ -98,7 +101,7 @@ def start_enhance_pools(procs: c.Procs, n: int, threads: int, env: dict[str, str
         proc = procs.start(f"enhance-{threads}-{i}", cmd, env=penv, log_dir=log_dir, cwd=c.ROOT)
         pools.append(proc)
     for proc in pools:
-        c.wait_until("enhance pool", lambda p=proc: " ready." in p.log(), 180, proc)  # type: ignore[misc]
+        proc.wait_logged(" ready.", 180, poll=0.25)
     return pools
 
 

@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 sys.path.insert(0, str(ROOT / "tests"))
 
 from brokers import pid_alive  # noqa: E402  (the tests' check, shared with the benchmarks)
+from fakes.process import ManagedProcess, free_port  # noqa: E402  (the tests' process base)
 
 # Variables of the developer's shell that would change a pool's settings: never passed on.
 _SETTING_PREFIXES = ("LLM_", "CELERY_", "CHUNK_", "ENHANCE_", "QUEUE_", "TASK_", "WORKER_", "VLLM_")
@@ -86,46 +86,6 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
 # -- processes ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    """A process the benchmark started, in its own session (so its children stop with it)."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    stopped: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self, tail: int | None = None) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-tail:] if tail else text
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM to the process group, SIGKILL to what is left after `timeout`. Once."""
-        if self.stopped:
-            return
-        self.stopped = True
-        pgid = self.popen.pid  # start_new_session: the group id is the leader's pid
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Children (vLLM engine cores) may outlive their leader: kill what remains of the group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(10)
-
-
 class Procs(contextlib.ExitStack):
     """An exit stack that also turns SIGTERM/SIGHUP into KeyboardInterrupt, so cleanup runs."""
 
@@ -144,40 +104,26 @@ class Procs(contextlib.ExitStack):
         env: dict[str, str],
         log_dir: Path,
         cwd: Path | None = None,
-    ) -> Proc:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{name}.out"
-        with open(log_path, "wb") as out:
-            popen = subprocess.Popen(
-                list(cmd),
-                cwd=str(cwd or log_dir),
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        proc = Proc(name, popen, log_path)
+    ) -> ManagedProcess:
+        """`cmd` in a process group of its own (its children stop with it), its output in
+        `log_dir`/`name`.out; stopped when the stack closes."""
+        proc = ManagedProcess(name, cmd, log_dir / f"{name}.out", env=env, cwd=cwd or log_dir, group=True)
         self.callback(proc.stop)
-        return proc
+        return proc.start()
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, proc: Proc | None = None) -> float:
+def wait_until(
+    what: str, check: Callable[[], bool], timeout: float, proc: ManagedProcess | None = None
+) -> float:
     """Poll `check` until it is true; returns the seconds it took. Bounded by `timeout`."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if proc is not None and not proc.alive():
-            raise RuntimeError(f"{what}: {proc.name} exited {proc.popen.returncode}:\n{proc.log(4000)}")
+            raise RuntimeError(f"{what}: {proc.name} exited {proc.proc.returncode}:\n{proc.log(4000)}")
         with contextlib.suppress(Exception):
             if check():
                 return time.monotonic() - started
@@ -291,7 +237,7 @@ def build_tiny_model(procs: Procs, out_dir: Path) -> Path:
         cwd=ROOT,
     )
     try:
-        code = proc.popen.wait(300)
+        code = proc.proc.wait(300)
     except subprocess.TimeoutExpired:
         proc.stop()
         raise RuntimeError("building the tiny model took more than 300 s") from None
@@ -326,7 +272,7 @@ def engine_env(cores: str) -> dict[str, str]:
 
 @dataclass
 class VllmServer:
-    proc: Proc
+    proc: ManagedProcess
     port: int
     model_name: str
     started_seconds: float
@@ -407,13 +353,12 @@ def start_pool(
     *,
     extra_args: Sequence[str] = (),
     timeout: float = 120.0,
-) -> Proc:
+) -> ManagedProcess:
     """`scripts/start-worker.sh POOL` (foreground) as users start it, with its own node name."""
     env = {**env, "LOG_DIR": str(log_dir / f"logs-{pool}")}
     cmd = ["bash", str(ROOT / "scripts" / "start-worker.sh"), pool, "-n", f"bench-{pool}-{os.getpid()}@%h"]
     proc = procs.start(f"worker-{pool}", [*cmd, *extra_args], env=env, log_dir=log_dir, cwd=ROOT)
-    wait_until(f"{pool} pool", lambda: " ready." in proc.log(), timeout, proc)
-    return proc
+    return proc.wait_logged(" ready.", timeout, poll=0.25)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -425,7 +370,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pool_concurrency(proc: Proc) -> str:
+def pool_concurrency(proc: ManagedProcess) -> str:
     """The concurrency scripts/start-worker.sh chose, from its first output line."""
     for line in proc.log().splitlines():
         if line.startswith("==> ") and "concurrency" in line:

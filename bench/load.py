@@ -46,7 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import common  # noqa: E402
 import redis  # noqa: E402
 from fakes.outage import ResettingListener  # noqa: E402
-from fakes.process import free_port  # noqa: E402
+from fakes.process import ManagedProcess, free_port  # noqa: E402
 from fakes.server_process import FakeServerProcess  # noqa: E402
 
 from maie import Job, submit  # noqa: E402
@@ -97,50 +97,37 @@ def make_inputs(n: int, seed: int) -> list[str]:
 # -- processes -----------------------------------------------------------------------------------
 
 
-@dataclass
-class WorkerProc:
-    queue: str
-    concurrency: int
-    env: dict[str, str]
-    log_dir: Path
-    proc: subprocess.Popen[bytes] | None = None
-    generation: int = 0
+class WorkerProc(ManagedProcess):
+    """`celery -A maie worker -Q <queue>`, restarted after a kill as a new generation: a node name
+    and an output file of its own (worker-<queue>-<generation>.out in `log_dir`)."""
 
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"worker-{self.queue}-{self.generation}.out"
+    def __init__(self, queue: str, concurrency: int, env: dict[str, str], log_dir: Path) -> None:
+        self.queue = queue
+        self.concurrency = concurrency
+        self.log_dir = log_dir
+        self.generation = 0
+        super().__init__(f"worker {queue}", self._command(), self._output(), env=env, cwd=log_dir)
 
-    def start(self, ready_timeout: float = 90) -> None:
+    def _command(self) -> list[str]:
         celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
-        cmd = [
+        return [
             celery, "-A", "maie", "worker", "-Q", self.queue, "-c", str(self.concurrency),
             "-n", f"bench-{self.queue}-{self.generation}-{os.getpid()}@%h",
             "--loglevel", "INFO", "--without-mingle", "--without-gossip",
         ]  # fmt: skip
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=self.log_dir, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + ready_timeout
-        while " ready." not in self.log_path.read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker {self.queue} did not start; see {self.log_path}")
-            time.sleep(0.2)
+
+    def _output(self) -> Path:
+        return self.log_dir / f"worker-{self.queue}-{self.generation}.out"
+
+    def start(self, ready_timeout: float = 90) -> Self:
+        """Start this generation; returns once it is ready."""
+        self.cmd, self.log_path = self._command(), self._output()
+        return super().start().wait_logged(" ready.", ready_timeout)
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
+        """SIGKILL, as a crash would: the next start is a new generation."""
+        self.stop(signal.SIGKILL)
         self.generation += 1
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
     def logs(self) -> str:
         return "\n".join(

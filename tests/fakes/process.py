@@ -1,6 +1,7 @@
 """Processes that tests and benchmarks start and stop: the fake server, workers, `maie api`, Flower,
-redis-server, vLLM. One way to start them (output to a log file), to wait until they answer, and to
-stop them (a signal, a warm shutdown by default, then SIGKILL)."""
+`maie metrics`, redis-server, vLLM. One way to start them (output to a log file), to wait until they
+answer or print a line, and to stop them, alone or with their process group (a signal, a warm
+shutdown by default, then SIGKILL)."""
 
 from __future__ import annotations
 
