@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from fakes.server_process import FakeServerProcess
-from helpers import Rig, n_chunks, open_rig, transcript
+from helpers import n_chunks, transcript
+from rig import Rig, open_rig
 
 from maie import submit
 
