@@ -25,6 +25,7 @@ from typing import Literal
 
 import kombu.exceptions
 import redis
+from celery import Celery
 
 from maie.audio import AudioInput, read_audio
 from maie.audio_store import AudioStore
@@ -256,13 +257,17 @@ class Job:
             self.id = uuid.UUID(job_id).hex
         except ValueError:
             self.id = job_id
+        self._given = settings
         self._settings = _settings(settings)
         self.store: JobRecords = _store(self._settings)
-        # The Celery app that sent the job: the process app, or one for the caller's settings.
-        self.app = client_app(settings)
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
+
+    @property
+    def app(self) -> Celery:
+        """The Celery app of the job's broker: the process app, or the one for the caller's settings."""
+        return client_app(self._given)
 
     def status(self) -> JobStatus:
         """The job's state and chunk progress; BackendUnavailable when Redis cannot be reached."""

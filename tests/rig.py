@@ -15,6 +15,7 @@ from brokers import BROKER, Vhost, redis_depth
 from conftest import Worker, dual_env, start_worker
 from fakes.process import ManagedProcess, free_port, stop_all
 from fakes.server_process import FakeServerProcess
+from kombu import pools as kombu_pools
 
 from maie.lanes import with_lanes
 from maie.settings import Settings, load_settings
@@ -76,6 +77,12 @@ def release_clients(url: str, broker_url: str | None = None) -> None:
             backend.client.connection_pool.disconnect()
         app.amqp.producer_pool.force_close_all()
         app.pool.force_close_all()
+        # kombu keeps producer and connection pools per broker URL for the whole process: forget
+        # the closed ones, or a later rig whose Redis gets the same port would be handed them.
+        conn = app.connection_for_write()
+        for group in (kombu_pools.producers, kombu_pools.connections):
+            with contextlib.suppress(KeyError):
+                del group[conn]
     for patient in (False, True):
         redis_client(url, patient).connection_pool.disconnect()
 

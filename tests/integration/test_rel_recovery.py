@@ -115,11 +115,11 @@ def test_missing_tasks_that_never_complete_fail_the_job_naming_them(rig: Rig) ->
     env = rig.env(JOB_STALL_SECONDS=STALL, JOB_MAX_REDISPATCHES="1")
     job = submit(transcript(6), settings=rig.settings(chunk_max_tokens=40))
     n = n_chunks(job)
-    rig.client.delete("enhance")
+    rig.client.delete(*with_lanes(["enhance"]))
     rig.start(env, summary=1)
     deadline = time.monotonic() + 90
     while (result := job.result()) is None:
-        rig.client.delete("enhance")
+        rig.client.delete(*with_lanes(["enhance"]))
         assert time.monotonic() < deadline, "the job neither completed nor failed"
         time.sleep(0.1)
     assert result.status == "FAILURE" and result.error is not None
