@@ -20,7 +20,7 @@ from maie.asr import TimedSegment, get_recognizer, plan_parts, recognise, stitch
 from maie.audio import SAMPLE_RATE, decode_pcm16
 from maie.audio_store import AudioStore
 from maie.canvas import asr_parts_canvas, job_canvas
-from maie.celery import RESULT_EXPIRES, app
+from maie.celery import app, job_ttl
 from maie.errors import InputError, JobFailed
 from maie.inputs import Segment, segments_to_text
 from maie.job_meta import JobMeta
@@ -36,7 +36,7 @@ log = logging.getLogger("maie.asr")
 
 @lru_cache(maxsize=1)
 def audio_store() -> AudioStore:
-    return AudioStore(settings().celery_result_backend, RESULT_EXPIRES)
+    return AudioStore(settings().celery_result_backend, job_ttl(settings()))
 
 
 @app.task(bind=True, base=MaieTask, name=ASR_SPLIT, stage="asr", what="split")

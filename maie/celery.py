@@ -10,7 +10,8 @@ Reliability settings and why (see docs/OPERATIONS.md):
   running task (every reconnection logged "Failed to cancel active request" with a
   NotImplementedError); a task whose acknowledgement is lost with the connection is delivered
   again, and writes the same records.
-- result_expires outlasts any job: the chord counter lives under it.
+- result_expires (JOB_TTL_SECONDS) outlasts any job: the chord counter lives under it; it must
+  exceed the visibility timeout, or a redelivered task would find its job's records gone.
 - the threads pool: LLM calls wait on the network or on one shared engine, and vLLM's engine spawns
   processes, which a daemonic prefork child cannot do.
 
@@ -49,13 +50,13 @@ __all__ = [
     "default_node_name",
     "max_message_seconds",
     "visibility_timeout",
+    "job_ttl",
     "TASK_ROUTES",
 ]
 
 log = logging.getLogger("maie.worker")
 
 TASK_ROUTES: dict[str, dict[str, str]] = {name: {"queue": queue} for name, queue in TASK_QUEUES.items()}
-RESULT_EXPIRES = 7 * 86400
 
 
 def max_message_seconds(settings: Settings) -> float:
@@ -69,6 +70,19 @@ def visibility_timeout(settings: Settings) -> int:
     """Seconds before Redis hands an unacknowledged message to another worker. Every retry
     countdown stays below it (see maie.tasks), or a task waiting to retry would run twice."""
     return settings.broker_visibility_timeout or max(3600, int(max_message_seconds(settings) * 2))
+
+
+def job_ttl(settings: Settings) -> int:
+    """Seconds a job's records and Celery's results live after their last write (JOB_TTL_SECONDS);
+    ConfigError unless it outlasts the visibility timeout."""
+    visibility = visibility_timeout(settings)
+    if settings.job_ttl_seconds <= visibility:
+        raise ConfigError(
+            f"JOB_TTL_SECONDS={settings.job_ttl_seconds} must exceed the visibility timeout "
+            f"({visibility} s): a redelivered task would find its job's records expired; "
+            "raise it or lower BROKER_VISIBILITY_TIMEOUT"
+        )
+    return settings.job_ttl_seconds
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -93,7 +107,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_detect_quorum_queues": True,
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "visibility_timeout": visibility,
-        "result_expires": RESULT_EXPIRES,
+        "result_expires": job_ttl(settings),
         "task_track_started": True,
         "result_extended": True,
         "worker_send_task_events": True,
@@ -166,6 +180,7 @@ def _on_command_start(app: Celery | None = None, options: dict[str, Any] | None 
     use_env_file((options or {}).get("env_file") or ".env")
     try:
         settings = get_settings()
+        job_ttl(settings)
     except ConfigError as exc:
         sys.stderr.write(f"maie: configuration error: {exc}\n")
         raise SystemExit(2) from None

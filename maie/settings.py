@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     # JOB_MAX_REDISPATCHES times; then the job fails naming what went missing.
     job_stall_seconds: float = Field(default=1800, gt=0)
     job_max_redispatches: int = Field(default=3, ge=0)
+    # How long a job's records (its texts, results and Celery's task results and chord counter)
+    # stay in Redis after their last write. It must outlast the visibility timeout (maie.celery).
+    job_ttl_seconds: int = Field(default=7 * 86400, gt=0)
 
     # Worker pools.
     worker_concurrency: int | None = None

@@ -32,7 +32,7 @@ from maie.audio_store import AudioStore
 from maie.backends.kinds import kind_of
 from maie.broker import amqp_queue_depths, is_amqp
 from maie.canvas import asr_part_task_id, audio_canvas, chunk_task_id, job_canvas
-from maie.celery import RESULT_EXPIRES, client_app
+from maie.celery import client_app, job_ttl
 from maie.chunking import Chunk, chunk_segments, load_token_counter
 from maie.enhance import max_chunk_tokens
 from maie.errors import BackendUnavailable, InputError, QueueFull
@@ -59,7 +59,7 @@ def _settings(settings: Settings | None) -> Settings:
 
 
 def _store(settings: Settings) -> JobStore:
-    return JobStore(settings.celery_result_backend, RESULT_EXPIRES)
+    return JobStore(settings.celery_result_backend, job_ttl(settings))
 
 
 def check_features(features: Iterable[str]) -> list[str]:
@@ -208,7 +208,7 @@ def submit(
             # The chunks come once the recording is recognised (maie.asr_join).
             meta.input = "audio"
             meta.audio = {"name": audio.name, **asdict(audio.info)}
-            AudioStore(s.celery_result_backend, RESULT_EXPIRES).put_audio(job_id, audio.data)
+            AudioStore(s.celery_result_backend, job_ttl(s)).put_audio(job_id, audio.data)
             store.create(job_id, meta, [])
             canvas = audio_canvas(app, job_id)
         else:

@@ -19,7 +19,7 @@ from typing import Any
 from celery import Task as CeleryTask
 
 from maie.backends import LLMBackend, get_backend, kind_of
-from maie.celery import RESULT_EXPIRES, TASK_ROUTES, visibility_timeout
+from maie.celery import TASK_ROUTES, job_ttl, visibility_timeout
 from maie.cooldown import Cooldown, EndpointCoolingDown, EndpointDown, GuardedBackend
 from maie.errors import BackendUnavailable, JobCancelled, MaieError, WorkerLost
 from maie.names import Task
@@ -44,7 +44,7 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def store() -> JobStore:
-    return JobStore(settings().celery_result_backend, RESULT_EXPIRES, patient=True)
+    return JobStore(settings().celery_result_backend, job_ttl(settings()), patient=True)
 
 
 class MaieTask(CeleryTask):  # type: ignore[type-arg]

@@ -63,6 +63,14 @@ def test_the_worker_refuses_a_broken_environment_as_it_starts(tmp_path: Path) ->
     assert f"{LEGACY} (set in environment) is no longer supported" in proc.stderr
 
 
+def test_the_worker_refuses_records_that_expire_before_a_redelivery(tmp_path: Path) -> None:
+    env = base_env(JOB_TTL_SECONDS="60", BROKER_VISIBILITY_TIMEOUT="120")
+    proc = run([CELERY, "-A", "maie", "worker", "-Q", "enhance"], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("maie: configuration error: JOB_TTL_SECONDS=60 must exceed the visibility")
+    assert proc.stderr.count("\n") == 1
+
+
 def test_the_worker_reads_the_env_file_it_is_given(tmp_path: Path) -> None:
     bad = tmp_path / "prod.env"
     bad.write_text("LLM_SERVER__MODEL_SUMMARY=Qwen/Qwen2.5-3B-Instruct\n")

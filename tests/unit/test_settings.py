@@ -156,6 +156,30 @@ def test_visibility_timeout_outlasts_a_retry_countdown_and_one_run() -> None:
     assert (s.task_retry_deadline_seconds, s.task_max_retries) == (900, None)
 
 
+def test_job_ttl_sets_how_long_records_and_results_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    from maie.celery import celery_config, job_ttl
+
+    assert load_settings(env_file=None).job_ttl_seconds == 7 * 86400
+    monkeypatch.setenv("JOB_TTL_SECONDS", "120")
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT", "60")
+    s = load_settings(env_file=None)
+    assert job_ttl(s) == celery_config(s)["result_expires"] == 120
+    monkeypatch.setenv("JOB_TTL_SECONDS", "0")
+    with pytest.raises(ConfigError, match="JOB_TTL_SECONDS"):
+        load_settings(env_file=None)
+
+
+def test_job_ttl_must_outlast_the_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from maie.celery import job_ttl
+
+    monkeypatch.setenv("JOB_TTL_SECONDS", "600")  # below the derived visibility timeout (3600 s)
+    with pytest.raises(ConfigError, match="JOB_TTL_SECONDS=600 must exceed the visibility timeout"):
+        job_ttl(load_settings(env_file=None))
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT", "600")
+    with pytest.raises(ConfigError, match=r"\(600 s\)"):
+        job_ttl(load_settings(env_file=None))
+
+
 def test_no_cancel_on_connection_loss_with_the_threads_pool() -> None:
     # The threads pool cannot cancel a running task: Celery would log "Failed to cancel active
     # request" with a NotImplementedError traceback at every reconnection.
