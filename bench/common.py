@@ -160,6 +160,9 @@ def _ancestors() -> set[int]:
     return pids
 
 
+_NAMED_BENCHES = ("load.py", "asr_rtf.py", "redis_commands.py", "redis_memory.py", "submit_rate.py")
+
+
 def _other_benches() -> list[str]:
     """Other Python processes running a benchmark of bench/ (they may use the same Redis DB)."""
     found = []
@@ -173,7 +176,7 @@ def _other_benches() -> list[str]:
                 continue
             scripts = [Path(a).name for a in argv[1:3] if a.endswith(".py") and "bench" in a]
             benches = ("b1_", "b2_", "b3_", "b4_", "b5_")
-            if any(n in ("load.py", "asr_rtf.py") or n[:3] in benches for n in scripts):
+            if any(n in _NAMED_BENCHES or n[:3] in benches for n in scripts):
                 found.append(f"pid {entry.name}: {' '.join(argv)[:120]}")
     return found
 
