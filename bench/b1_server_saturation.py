@@ -16,9 +16,11 @@ run:
   variant   (information, not the target) a MAIE phase with the enhance pool restarted with
             `--prefetch-multiplier P` (0 skips it), then a last direct phase
 
-The engine's compute threads are pinned to core 0 (VLLM_CPU_OMP_THREADS_BIND=0; --engine-cores
-auto leaves vLLM's default), so on a 2-core machine the pipeline and the clients use the other
-core instead of taking CPU from the engine, as they would on a separate GPU host.
+Pinning (the same for both paths): the whole server, API process and engine, on CPU 0 (taskset; its
+compute threads bound there too, VLLM_CPU_OMP_THREADS_BIND=0), and the orchestration side (both
+worker pools, this process and its direct clients) on CPU 1, as on a GPU host where the model does
+not share the workers' CPUs. Redis is the machine's shared server, not pinned. --no-pin leaves
+everything but the compute threads unpinned (the first measurements).
 
 Output tokens are read from the server's own counter (`vllm:generation_tokens_total` in /metrics)
 before and after each phase, not from reply lengths: the enhance task sets no `ignore_eos` and may
@@ -64,18 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="MAIE phases (each followed by a direct one)")
     p.add_argument("--prefetch-variant", type=int, default=4, help="0: skip the variant phase")
     p.add_argument("--engine-cores", default="0", help='VLLM_CPU_OMP_THREADS_BIND, or "auto"')
+    p.add_argument("--no-pin", action="store_true", help="do not pin the server and the orchestration")
     p.add_argument("--timeout", type=float, default=300, help="bound of each phase, seconds")
     p.add_argument("--no-record", action="store_true")
     a = p.parse_args(argv)
 
     from maie.enhance import build_messages
 
+    server_cpus, orchestration_cpus = (None, None) if a.no_pin else (c.ENGINE_CPUS, c.ORCHESTRATION_CPUS)
+    if orchestration_cpus:
+        c.pin_self(orchestration_cpus)
     info_before = c.machine()
     print(f"b1: {c.machine_line(info_before)}", flush=True)
     variant: Phase | None = None
     with c.temp_dir("maie-b1-") as tmp, c.bench_redis(), c.Procs() as procs:
         model_dir, model_desc = c.resolve_model(procs, a.model, tmp)
-        server = c.start_vllm_server(procs, model_dir, tmp, max_num_seqs=32, engine_cores=a.engine_cores)
+        server = c.start_vllm_server(
+            procs, model_dir, tmp, max_num_seqs=32, engine_cores=a.engine_cores, server_cpus=server_cpus
+        )
         print(f"b1: vLLM server up in {server.started_seconds:.0f} s on port {server.port}", flush=True)
 
         # One line per chunk: the budget holds one turn but not two.
@@ -92,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             LLM_SERVER__ENHANCE_MODEL_NAME=server.model_name,
             LLM_ENHANCE__MAX_TOKENS=str(a.max_tokens),
         )
-        enhance = c.start_pool(procs, "enhance", env, tmp)
-        c.start_pool(procs, "summary", env, tmp)
+        enhance = c.start_pool(procs, "enhance", env, tmp, cpus=orchestration_cpus)
+        c.start_pool(procs, "summary", env, tmp, cpus=orchestration_cpus)
         concurrency = c.pool_concurrency(enhance)
 
         # Warm-up: the server's first requests, the pools' first tasks and connections.
@@ -144,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.prefetch_variant:
             enhance.stop()
             c.start_pool(
-                procs, "enhance", env, tmp, extra_args=["--prefetch-multiplier", str(a.prefetch_variant)]
+                procs,
+                "enhance",
+                env,
+                tmp,
+                extra_args=["--prefetch-multiplier", str(a.prefetch_variant)],
+                cpus=orchestration_cpus,
             )
             c.run_job(c.transcript(8, seed=98), settings, timeout=a.timeout)
             variant = phase_maie()
@@ -183,6 +196,13 @@ def report(
     lines = [
         f"- server: one vLLM {_vllm_version()} CPU server (eager, bf16, max_num_seqs 32, KV cache 1 GiB, "
         f"engine threads bound to CPU {a.engine_cores}), model: {model_desc}; started in {started:.0f} s",
+        (
+            "- pinning: everything but the engine's compute threads unpinned (--no-pin)"
+            if a.no_pin
+            else f"- pinning: the whole server (API process and engine) on CPU {c.ENGINE_CPUS}; both worker "
+            f"pools, the bench process and its direct clients on CPU {c.ORCHESTRATION_CPUS}; Redis (shared) "
+            "not pinned"
+        ),
         f"- work: {a.chunks} chunk prompts (MAIE's enhancement messages, one speaker turn each), "
         f"max_tokens {a.max_tokens}; output tokens counted by the server (vllm:generation_tokens_total)",
         f"- MAIE path: one enhance-only job via maie.submit → enhance pool (threads, concurrency "

@@ -16,8 +16,11 @@ model's own tokenizer counting) go through, one after the other (never two engin
           enhance-only jobs of the same chunks after a warm-up job; LLM_ENHANCE__MAX_TOKENS=M.
           The chord body runs on a summary pool that has no engine (it needs none).
 
-Both engines' compute threads are pinned to core 0 (VLLM_CPU_OMP_THREADS_BIND=0; --engine-cores auto
-leaves vLLM's default), the rest of the machine's work goes to the other core.
+Pinning (the same for both paths): each engine's compute threads on CPU 0
+(VLLM_CPU_OMP_THREADS_BIND=0, which binds them there whatever their process's own CPUs), and the
+process that feeds it (the offline script, or the worker pool: taskset) with everything else of
+the orchestration (the summary pool, this process) on CPU 1. Redis is the machine's shared server,
+not pinned. --no-pin pins only the compute threads (the first measurements).
 
 Output tokens: the direct run counts the token ids vLLM returns; MAIE's are the job's
 completion_tokens (the engine's token ids of every attempt, retries included: a reply cut at
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-num-seqs", type=int, default=32)
     p.add_argument("--rounds", type=int, default=2, help="timed batches / jobs of each path")
     p.add_argument("--engine-cores", default="0", help='VLLM_CPU_OMP_THREADS_BIND, or "auto"')
+    p.add_argument("--no-pin", action="store_true", help="pin only the engines' compute threads")
     p.add_argument("--timeout", type=float, default=300, help="bound of each phase, seconds")
     p.add_argument("--no-record", action="store_true")
     p.add_argument("--direct-child", action="store_true", help=argparse.SUPPRESS)
@@ -92,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from maie.enhance import build_messages
 
+    feeder_cpus = None if a.no_pin else c.ORCHESTRATION_CPUS
+    if feeder_cpus and not a.direct_child:
+        c.pin_self(feeder_cpus)
     info_before = c.machine()
     print(f"b2: {c.machine_line(info_before)}", flush=True)
     with c.temp_dir("maie-b2-") as tmp, c.bench_redis(), c.Procs() as procs:
@@ -120,23 +127,26 @@ def main(argv: list[str] | None = None) -> int:
         out = tmp / "direct.json"
         child = procs.start(
             "direct-llm",
-            [
-                c.PYTHON,
-                str(Path(__file__).resolve()),
-                "--direct-child",
-                "--model",
-                str(model_dir),
-                "--max-tokens",
-                str(a.max_tokens),
-                "--max-num-seqs",
-                str(a.max_num_seqs),
-                "--rounds",
-                str(a.rounds),
-                "--prompts",
-                str(prompts),
-                "--out",
-                str(out),
-            ],
+            c.pinned(
+                [
+                    c.PYTHON,
+                    str(Path(__file__).resolve()),
+                    "--direct-child",
+                    "--model",
+                    str(model_dir),
+                    "--max-tokens",
+                    str(a.max_tokens),
+                    "--max-num-seqs",
+                    str(a.max_num_seqs),
+                    "--rounds",
+                    str(a.rounds),
+                    "--prompts",
+                    str(prompts),
+                    "--out",
+                    str(out),
+                ],
+                feeder_cpus,
+            ),
             env=c.clean_env(**c.engine_env(a.engine_cores)),
             log_dir=tmp,
         )
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         # 2. MAIE: an enhance pool with its own engine; a summary pool without one.
         pool_env = c.pool_env(LLM_BACKEND="local_vllm", **engine, **c.engine_env(a.engine_cores))
         t0 = time.monotonic()
-        enhance = c.start_pool(procs, "enhance", pool_env, tmp)
+        enhance = c.start_pool(procs, "enhance", pool_env, tmp, cpus=feeder_cpus)
         c.start_pool(
             procs,
             "summary",
@@ -165,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 LLM_SERVER__ENHANCE_MODEL_NAME="none",
             ),
             tmp,
+            cpus=feeder_cpus,
         )
         warm_seconds, _ = c.run_job(c.transcript(8, seed=99), settings, timeout=a.timeout + 300)
         print(f"b2: pool ready and warm in {time.monotonic() - t0:.0f} s", flush=True)
@@ -225,6 +236,13 @@ def report(
     lines = [
         f"- engine: vllm.LLM (vLLM CPU, eager, bf16, max_num_seqs {a.max_num_seqs}, KV cache "
         f"{KV_CACHE_GIB} GiB, compute threads bound to CPU {a.engine_cores}), model: {model_desc}",
+        (
+            "- pinning: only the engines' compute threads (--no-pin)"
+            if a.no_pin
+            else f"- pinning: compute threads on CPU {a.engine_cores}; the feeding process (offline "
+            f"script, or the enhance pool) with the summary pool and the bench process on CPU "
+            f"{c.ORCHESTRATION_CPUS}; Redis (shared) not pinned"
+        ),
         f"- work: {len(chunks)} chunk prompts (MAIE's enhancement messages), max_tokens {a.max_tokens}, "
         "temperature 0; the two engines ran one after the other, never together; "
         f"{len(runs)} timed batches / jobs each after a warm-up",

@@ -264,6 +264,25 @@ def resolve_model(procs: Procs, choice: str, tmp: Path) -> tuple[Path, str]:
     return path, str(path)
 
 
+# Engine benchmarks on the 2-core development machine: the engine side (a vLLM server, API process
+# and engine; or an in-process engine's compute threads, VLLM_CPU_OMP_THREADS_BIND) on ENGINE_CPUS,
+# the orchestration side (worker pools, the benchmark process and its direct clients) on
+# ORCHESTRATION_CPUS, the same for MAIE and for the direct way. Redis is the machine's shared server
+# and is not pinned.
+ENGINE_CPUS = "0"
+ORCHESTRATION_CPUS = "1"
+
+
+def pinned(cmd: Sequence[str], cpus: str | None) -> list[str]:
+    """`cmd` run on `cpus` (taskset; its children inherit it), or as it is with None."""
+    return ["taskset", "-c", cpus, *cmd] if cpus else list(cmd)
+
+
+def pin_self(cpus: str) -> None:
+    """This benchmark process (its direct clients are its threads) on `cpus`."""
+    os.sched_setaffinity(0, {int(x) for x in cpus.split(",")})
+
+
 def engine_env(cores: str) -> dict[str, str]:
     """The environment that pins a vLLM CPU engine's compute threads to `cores` ("auto": vLLM's choice).
 
@@ -310,12 +329,14 @@ def start_vllm_server(
     max_num_seqs: int = 32,
     extra_env: dict[str, str] | None = None,
     engine_cores: str = "0",
+    server_cpus: str | None = None,
     timeout: float = 300.0,
 ) -> VllmServer:
     """`python -m vllm.entrypoints.openai.api_server` on a free port of 127.0.0.1 (eager, bf16).
 
     `engine_cores` pins the engine's compute threads (VLLM_CPU_OMP_THREADS_BIND, e.g. "0" or "0-1");
-    "auto" leaves vLLM's default binding."""
+    "auto" leaves vLLM's default binding. `server_cpus` runs the whole server (API process and
+    engine) on those CPUs."""
     port = free_port()
     cmd = [
         PYTHON,
@@ -340,7 +361,7 @@ def start_vllm_server(
         json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
     ]
     env = clean_env(VLLM_CPU_KVCACHE_SPACE="1", **engine_env(engine_cores), **(extra_env or {}))
-    proc = procs.start("vllm-server", cmd, env=env, log_dir=log_dir)
+    proc = procs.start("vllm-server", pinned(cmd, server_cpus), env=env, log_dir=log_dir)
     server = VllmServer(proc, port, served_name, 0.0)
     server.started_seconds = wait_until(
         "vLLM server", lambda: http_get(f"{server.url}/health") is not None, timeout, proc
@@ -356,11 +377,14 @@ def start_pool(
     *,
     extra_args: Sequence[str] = (),
     timeout: float = 120.0,
+    cpus: str | None = None,
 ) -> ManagedProcess:
-    """`scripts/start-worker.sh POOL` (foreground) as users start it, with its own node name."""
+    """`scripts/start-worker.sh POOL` (foreground) as users start it, with its own node name;
+    on `cpus` when given (taskset)."""
     env = {**env, "LOG_DIR": str(log_dir / f"logs-{pool}")}
     cmd = ["bash", str(ROOT / "scripts" / "start-worker.sh"), pool, "-n", f"bench-{pool}-{os.getpid()}@%h"]
-    proc = procs.start(f"worker-{pool}", [*cmd, *extra_args], env=env, log_dir=log_dir, cwd=ROOT)
+    cmd = pinned([*cmd, *extra_args], cpus)
+    proc = procs.start(f"worker-{pool}", cmd, env=env, log_dir=log_dir, cwd=ROOT)
     return proc.wait_logged(" ready.", timeout, poll=0.25)
 
 
