@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from fakes.process import ManagedProcess
 
 TARGET = 0.95
 MODEL = "sim-accelerator"
-ENGINE_CPU = "0"
-ORCHESTRATION_CPU = "1"
+ENGINE_CPU = c.ENGINE_CPUS
+ORCHESTRATION_CPU = c.ORCHESTRATION_CPUS
 
 
 @dataclass
@@ -79,11 +78,6 @@ class Counters:
             return after[f"fake:accelerator_{name}_total"] - before[f"fake:accelerator_{name}_total"]
 
         return Phase(seconds, d("tokens"), d("steps"), d("batch"))
-
-
-def pin(pid: int, cpus: str) -> None:
-    """Every thread of `pid` (and those it starts later) on `cpus`."""
-    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
 
 
 def start_enhance_pools(
@@ -130,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     with c.temp_dir("maie-b6-") as tmp, c.bench_redis(), c.Procs() as procs:
         fake = FakeServerProcess(name="sim", model=MODEL, accelerator=f"{a.step_ms},{a.per_seq_ms},1024")
         procs.enter_context(fake)
-        pin(fake.pid, ENGINE_CPU)
+        c.pin_pid(fake.pid, ENGINE_CPU)
         counters = Counters(fake.url)
         env = c.pool_env(
             LLM_BACKEND="vllm_server",
@@ -138,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             LLM_SERVER__ENHANCE_MODEL_NAME=MODEL,
         )
         summary = c.start_pool(procs, "summary", env, tmp)
-        pin(summary.pid, ORCHESTRATION_CPU)
+        c.pin_pid(summary.pid, ORCHESTRATION_CPU)
         settings = c.bench_settings(chunk_max_tokens=a.words * 2)
         for workers in worker_counts:
             for conc in concurrencies:

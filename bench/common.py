@@ -278,6 +278,11 @@ def pinned(cmd: Sequence[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *cmd] if cpus else list(cmd)
 
 
+def pin_pid(pid: int, cpus: str) -> None:
+    """Every thread of a running process `pid` (and those it starts later) on `cpus`."""
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
+
+
 def pin_self(cpus: str) -> None:
     """This benchmark process (its direct clients are its threads) on `cpus`."""
     os.sched_setaffinity(0, {int(x) for x in cpus.split(",")})
