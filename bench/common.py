@@ -175,7 +175,7 @@ def _other_benches() -> list[str]:
             if not argv or "python" not in Path(argv[0]).name:
                 continue
             scripts = [Path(a).name for a in argv[1:3] if a.endswith(".py") and "bench" in a]
-            benches = ("b1_", "b2_", "b3_", "b4_", "b5_")
+            benches = ("b1_", "b2_", "b3_", "b4_", "b5_", "b6_", "b7_", "b8_")
             if any(n in _NAMED_BENCHES or n[:3] in benches for n in scripts):
                 found.append(f"pid {entry.name}: {' '.join(argv)[:120]}")
     return found
