@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     maie_s: list[float] = []
     direct_s: list[float] = []
     with c.temp_dir("maie-b8-") as tmp, c.bench_redis(), c.Procs() as procs:
-        fake = FakeServerProcess(name="sim", model=MODEL, accelerator=f"{a.step_ms},{a.per_seq_ms},256")
+        fake = FakeServerProcess(
+            name="sim", model=MODEL, accelerator=f"{a.step_ms},{a.per_seq_ms},256", max_model_len=65536
+        )
         procs.enter_context(fake)
         c.pin_pid(fake.pid, c.ENGINE_CPUS)
         env = c.pool_env(

@@ -126,7 +126,11 @@ def status_response(job: Job) -> StatusResponse:
         status = job.status()
         if status.state == "UNKNOWN":  # its records expired between the two reads
             raise InputError(f"no job {job.id} (unknown id, or its records expired)")
-        return _running(job, status)
+        if status.state in ("SUCCESS", "FAILURE", "CANCELLED"):
+            # It ended between the two reads: answer with its result, never "COMPLETE" without one.
+            result = job.result()
+        if result is None:
+            return _running(job, status)
     return _finished(job, result)
 
 

@@ -250,8 +250,10 @@ def test_worker_refuses_a_task_for_a_queue_it_does_not_serve(
     settings = load_settings(env_file=None)
     store = JobStore(settings.celery_result_backend, 600)
     store.create("misrouted", JobMeta(features=["enhance"], template_id=None, n_chunks=1), ["hi"])
+    # ignore_result=False: with the task registered in this process (another test imported
+    # maie.tasks), its own ignore_result would make get() return None at once instead of waiting.
     res = app.signature("maie.enhance_chunk", kwargs={"job_id": "misrouted", "index": 0}).apply_async(
-        queue="summary"
+        queue="summary", ignore_result=False
     )
     with pytest.raises(Exception, match="Client not available for task: enhance"):
         res.get(timeout=30)
