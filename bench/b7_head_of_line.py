@@ -47,13 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         fake = FakeServerProcess(name="bench", model=MODEL)
         procs.enter_context(fake)
         fake.faults({"kind": "delay", "seconds": DELAY})
-        env = c.pool_env(
-            LLM_BACKEND="vllm_server",
-            LLM_SERVER__ENHANCE_BASE_URL=fake.base_url,
-            LLM_SERVER__ENHANCE_MODEL_NAME=MODEL,
-        )
-        enhance = c.start_pool(procs, "enhance", env, tmp)
-        c.start_pool(procs, "summary", env, tmp)
+        enhance = c.start_server_pools(procs, fake.base_url, MODEL, tmp)
         short_text = c.transcript(20, words_per_line=12, seed=5)[:1500]
 
         def run(mode: str, behind: int, seed: int) -> float:

@@ -71,13 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         procs.enter_context(fake)
         c.pin_pid(fake.pid, c.ENGINE_CPUS)
-        env = c.pool_env(
-            LLM_BACKEND="vllm_server",
-            LLM_SERVER__ENHANCE_BASE_URL=fake.base_url,
-            LLM_SERVER__ENHANCE_MODEL_NAME=MODEL,
-        )
-        enhance = c.start_pool(procs, "enhance", env, tmp, cpus=c.ORCHESTRATION_CPUS)
-        c.start_pool(procs, "summary", env, tmp, cpus=c.ORCHESTRATION_CPUS)
+        enhance = c.start_server_pools(procs, fake.base_url, MODEL, tmp, cpus=c.ORCHESTRATION_CPUS)
         settings = c.bench_settings()
         chunks = c.chunk_texts(text, settings)
         c.run_job(c.transcript(4, seed=3), settings, timeout=a.timeout)  # warm-up

@@ -393,6 +393,22 @@ def start_pool(
     return proc.wait_logged(" ready.", timeout, poll=0.25)
 
 
+def start_server_pools(
+    procs: Procs, base_url: str, model: str, log_dir: Path, *, cpus: str | None = None, **settings: str
+) -> ManagedProcess:
+    """The enhance and summary pools against one OpenAI-compatible server (the summary task falls
+    back to the enhance endpoint), with `settings` as extra variables; returns the enhance pool."""
+    env = pool_env(
+        LLM_BACKEND="vllm_server",
+        LLM_SERVER__ENHANCE_BASE_URL=base_url,
+        LLM_SERVER__ENHANCE_MODEL_NAME=model,
+        **settings,
+    )
+    enhance = start_pool(procs, "enhance", env, log_dir, cpus=cpus)
+    start_pool(procs, "summary", env, log_dir, cpus=cpus)
+    return enhance
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads) so far; 0 when it is gone."""
     try:

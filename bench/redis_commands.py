@@ -168,13 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     with c.temp_dir("maie-redis-commands-") as tmp, c.bench_redis() as client, c.Procs() as procs:
         fake = FakeServerProcess(name="bench", model=MODEL)
         procs.enter_context(fake)
-        env = c.pool_env(
-            LLM_BACKEND="vllm_server",
-            LLM_SERVER__ENHANCE_BASE_URL=fake.base_url,
-            LLM_SERVER__ENHANCE_MODEL_NAME=MODEL,
-        )
-        enhance = c.start_pool(procs, "enhance", env, tmp)
-        c.start_pool(procs, "summary", env, tmp)
+        enhance = c.start_server_pools(procs, fake.base_url, MODEL, tmp)
         settings = c.bench_settings(chunk_max_tokens=36)
         c.run_job(c.transcript(8, seed=99), settings, timeout=a.timeout)  # warm-up
 

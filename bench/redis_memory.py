@@ -108,14 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         fake = FakeServerProcess(name="bench", model=MODEL)
         procs.enter_context(fake)
         ttl_env = {"JOB_TTL_SECONDS": str(a.ttl), "BROKER_VISIBILITY_TIMEOUT": str(visibility)}
-        env = c.pool_env(
-            LLM_BACKEND="vllm_server",
-            LLM_SERVER__ENHANCE_BASE_URL=fake.base_url,
-            LLM_SERVER__ENHANCE_MODEL_NAME=MODEL,
-            **ttl_env,
-        )
-        enhance = c.start_pool(procs, "enhance", env, tmp)
-        c.start_pool(procs, "summary", env, tmp)
+        enhance = c.start_server_pools(procs, fake.base_url, MODEL, tmp, **ttl_env)
         settings = c.bench_settings(job_ttl_seconds=a.ttl, broker_visibility_timeout=visibility)
         time.sleep(2.0)  # the pools' first heartbeats and bindings
         baseline = ru.measure(client, skip)
