@@ -11,7 +11,7 @@ sees one request per cooldown, not one per waiting task.
            maie:endpoint:<sha>:probe  the probe lock (expires after one request timeout)
 
 `GuardedBackend` wraps a backend with the cooldown (every call that reaches the endpoint: completions,
-token counts, model discovery) and reports each completion as progress of its job.
+token counts, model discovery) and reports each finished completion as progress of its job.
 """
 
 from __future__ import annotations
@@ -146,9 +146,10 @@ class GuardedBackend:
         self.inner = inner
         self.cooldown = cooldown
         self._touch = touch or (lambda: None)
-        # Once a call went through, the model and its context are known: reading them again
-        # (for the result's versions, for metrics) needs no call, and must not meet the cooldown.
-        self._known = False
+        # Once a call went through (here, or by this process's backend for an earlier task), the
+        # model and its context are known: reading them again (for a reply budget, the result's
+        # versions, metrics) needs no call, and neither meets nor reads the cooldown.
+        self._known = inner.discovered
 
     def _call(self, call: Callable[[], T]) -> T:
         if self.cooldown is None:
@@ -194,6 +195,10 @@ class GuardedBackend:
     def max_model_len(self) -> int:
         return self.inner.max_model_len if self._known else self._call(lambda: self.inner.max_model_len)
 
+    @property
+    def discovered(self) -> bool:
+        return self._known
+
     def discover(self) -> None:
         self._call(self.inner.discover)
 
@@ -204,7 +209,7 @@ class GuardedBackend:
         self.inner.close()
 
     def chat(self, messages: Sequence[Message], **kwargs: Any) -> Completion:
-        self._touch()
+        # Progress is marked when a call ends, not also as it starts: the task marked its start.
         try:
             return self._call(lambda: self.inner.chat(messages, **kwargs))
         finally:

@@ -112,17 +112,24 @@ def word_edit_rate(before: str, after: str) -> float:
     return Levenshtein.distance(a, b) / max(len(a), 1)
 
 
-def _budget(backend: LLMBackend, chunk_text: str, cfg: LlmTaskSettings) -> int:
+def _budget(counter: LLMBackend | None, chunk_text: str, cfg: LlmTaskSettings) -> int:
     # Punctuation adds tokens; 1.5x plus slack is ample, and never more than the configured cap.
-    return max(16, min(cfg.max_tokens, int(count_text(backend, chunk_text) * 1.5) + 64))
+    return max(16, min(cfg.max_tokens, int(count_text(counter, chunk_text) * 1.5) + 64))
 
 
 def reply_budget(
-    backend: LLMBackend, chunk_text: str, cfg: LlmTaskSettings, mode: EnhanceMode = "free"
+    backend: LLMBackend,
+    chunk_text: str,
+    cfg: LlmTaskSettings,
+    mode: EnhanceMode = "free",
+    *,
+    exact: bool = True,
 ) -> int | None:
-    """The chunk's reply budget when its prompt plus that budget fit the model's context, else None."""
-    budget = _budget(backend, chunk_text, cfg)
-    room = backend.max_model_len - prompt_tokens(backend, build_messages(chunk_text))
+    """The chunk's reply budget when its prompt plus that budget fit the model's context, else None.
+    Counted by the backend when `exact` (a `/tokenize` request per count on a server), else estimated."""
+    counter = backend if exact else None
+    budget = _budget(counter, chunk_text, cfg)
+    room = backend.max_model_len - prompt_tokens(counter, build_messages(chunk_text))
     if budget > room:
         return None
     if mode == "free":
@@ -158,8 +165,16 @@ def enhance_chunk_text(
     """Enhance one chunk; the backend's errors (unavailable, rejected) propagate to the caller."""
     global _split_warned
     started = time.monotonic()
-    budget = reply_budget(backend, chunk_text, cfg, mode)
-    if budget is not None:
+    # Estimated first: chunks are cut to fit by the same estimate, so this is the usual case and
+    # costs no request to count tokens (two `/tokenize` requests per chunk on a server). Counted
+    # exactly when the estimate says it does not fit, or when the server refused what the estimate
+    # let through (its margin is measured on English meetings; other languages may count more).
+    tried: set[int] = set()
+    for exact in (False, True):
+        budget = reply_budget(backend, chunk_text, cfg, mode, exact=exact)
+        if budget is None or budget in tried:
+            continue  # no fit, or the very request the server refused already
+        tried.add(budget)
         try:
             return _enhance_whole(backend, index, chunk_text, budget, cfg, max_edit_rate, started, mode)
         except ContextExceeded:

@@ -14,7 +14,8 @@ metrics` serves them, with the queue depths read at scrape time, in Prometheus' 
     maie_job_duration_seconds{status}                         submit to result (summary: _sum, _count)
 
 Counters only grow (Prometheus' rate() handles restarts of the exporter); recording never fails a
-task: a Redis error is logged and the count is lost.
+task: a Redis error is logged and the count is lost. A chunk's counts are the exception: they are
+written with the chunk's record, in its round trip (`add_chunk`), and fail or succeed with it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from maie.names import KEY_PREFIX
 from maie.settings import Settings
 from maie.store import redis_client
 
-__all__ = ["KEY", "FAMILIES", "record_llm", "record_chunk", "record_job", "MaieCollector", "serve"]
+__all__ = ["KEY", "FAMILIES", "record_llm", "add_chunk", "record_job", "MaieCollector", "serve"]
 
 log = logging.getLogger("maie.metrics")
 
@@ -52,13 +53,17 @@ def _field(name: str, *labels: str) -> str:
     return _SEP.join((name, *labels))
 
 
+def _queue(pipe: Any, ints: dict[str, int], floats: dict[str, float]) -> None:
+    for field, n in ints.items():
+        pipe.hincrby(KEY, field, n)
+    for field, x in floats.items():
+        pipe.hincrbyfloat(KEY, field, x)
+
+
 def _add(url: str, ints: dict[str, int], floats: dict[str, float]) -> None:
     try:
         pipe = redis_client(url).pipeline(transaction=False)
-        for field, n in ints.items():
-            pipe.hincrby(KEY, field, n)
-        for field, x in floats.items():
-            pipe.hincrbyfloat(KEY, field, x)
+        _queue(pipe, ints, floats)
         pipe.execute()
     except redis.RedisError as exc:  # a lost count, never a failed task
         log.warning("metrics not recorded: %s", exc)
@@ -83,14 +88,15 @@ def record_llm(
     _add(url, *_llm_fields(task, endpoint, model, prompt_tokens, completion_tokens, seconds))
 
 
-def record_chunk(
-    url: str, *, degraded: bool, failed: bool, llm: tuple[str, str, str, int, int, float] | None = None
+def add_chunk(
+    pipe: Any, *, degraded: bool, failed: bool, llm: tuple[str, str, str, int, int, float] | None = None
 ) -> None:
-    """One enhanced chunk, and with `llm` (the arguments of record_llm after the URL) its LLM work
-    too, in the same round trip: this runs once per chunk."""
+    """Queue the counts of one enhanced chunk, and with `llm` (the arguments of record_llm after the
+    URL) its LLM work, on `pipe`: the chunk task sends them with the chunk's record (this runs once
+    per chunk; a Redis error then fails the write of the record too, and the task is retried)."""
     outcome = "failed" if failed else "degraded" if degraded else "ok"
     ints, floats = _llm_fields(*llm) if llm is not None else ({}, {})
-    _add(url, {_field("chunks", outcome): 1, **ints}, floats)
+    _queue(pipe, {_field("chunks", outcome): 1, **ints}, floats)
 
 
 def record_job(url: str, status: str, seconds: float) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -27,6 +29,7 @@ __all__ = [
     "indexed_records",
     "ACTIVE",
     "REDISPATCHED",
+    "ChunkOpening",
 ]
 
 PREFIX = JOB_PREFIX
@@ -52,6 +55,22 @@ def redis_client(url: str, patient: bool = False) -> redis.Redis:
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     return redis.Redis.from_url(url, decode_responses=True)
+
+
+@dataclass(frozen=True)
+class ChunkOpening:
+    """What a chunk task reads as it starts (JobStore.open_chunk)."""
+
+    cancelled: bool
+    done: dict[str, Any] | None  # its record, when an earlier delivery already stored it
+    deliveries: int  # deliveries of this attempt so far, this one included
+    raw: str | None  # the chunk's text; None once the job has expired
+
+
+# Per process: job id -> creation time, which never changes; the task that starts a job's chunk
+# notes it for its queue (note_head) without reading it again for every chunk.
+_created_at: dict[str, float] = {}
+_CREATED_AT_KEPT = 4096
 
 
 class JobRecords(Protocol):
@@ -189,13 +208,69 @@ class JobStore:
         value = self.redis.get(self._key(job_id, "error"))
         return None if value is None else dict(json.loads(str(value)))
 
-    def count_delivery(self, job_id: str, attempt: str) -> int:
-        """Count one more delivery of a task attempt (e.g. "chunk 3:0") and return how many so far."""
-        key = self._key(job_id, "deliveries")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hincrby(key, attempt, 1)
+    # -- a task's start and a chunk's end, one round trip each --------------------------------------
+    def start(self, job_id: str, attempt: str, queue: str | None) -> int:
+        """A task of the job starts from `queue`: count this delivery of its attempt (returned), mark
+        the job's progress and note the queue's head (for the reconciler)."""
+        pipe = self.redis.pipeline(transaction=False)
+        finish = self._queue_start(pipe, job_id, attempt, queue)
+        return finish(pipe.execute())
+
+    def open_chunk(self, job_id: str, index: int, attempt: str, queue: str | None) -> ChunkOpening:
+        """`start` for a chunk task, with what it reads first (cancelled? stored already? its
+        text), in the same round trip. Counting a delivery of a chunk already stored or of a
+        cancelled job is harmless: the task ends before the count is looked at."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self._key(job_id, "cancelled"))
+        pipe.hget(self._key(job_id, "enhanced"), str(index))
+        pipe.hget(self._key(job_id, "raw"), str(index))
+        finish = self._queue_start(pipe, job_id, attempt, queue)
+        replies = pipe.execute()
+        done = replies[1]
+        return ChunkOpening(
+            cancelled=bool(replies[0]),
+            done=None if done is None else dict(json.loads(done)),
+            deliveries=finish(replies[3:]),
+            raw=None if replies[2] is None else str(replies[2]),
+        )
+
+    def finish_chunk(self, job_id: str, index: int, record: dict[str, Any], also: Any = None) -> None:
+        """Store a chunk's record and mark the job's progress; `also(pipe)` adds more commands (the
+        metrics) to the same round trip."""
+        key = self._key(job_id, "enhanced")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, str(index), json.dumps(record, ensure_ascii=False))
         pipe.expire(key, self.ttl)
-        return int(pipe.execute()[0])
+        pipe.zadd(ACTIVE, {job_id: time.time()}, xx=True, gt=True)
+        if also is not None:
+            also(pipe)
+        pipe.execute()
+
+    def _queue_start(
+        self, pipe: Any, job_id: str, attempt: str, queue: str | None
+    ) -> Callable[[list[Any]], int]:
+        """Queue `start`'s commands on `pipe`; returns what turns their replies into the count."""
+        deliveries = self._key(job_id, "deliveries")
+        pipe.hincrby(deliveries, attempt, 1)
+        pipe.expire(deliveries, self.ttl)
+        pipe.zadd(ACTIVE, {job_id: time.time()}, xx=True, gt=True)
+        created = _created_at.get(job_id)
+        if queue is not None and created is not None:
+            pipe.zadd(HEADS, {queue: created}, gt=True)
+        elif queue is not None:
+            pipe.hget(self._key(job_id), "created_at")
+
+        def finish(replies: list[Any]) -> int:
+            if queue is not None and created is None and len(replies) > 3 and replies[3] is not None:
+                # First task of this job in this process: one more round trip, then remembered.
+                value = float(json.loads(str(replies[3])))
+                if len(_created_at) >= _CREATED_AT_KEPT:
+                    _created_at.clear()
+                _created_at[job_id] = value
+                self.note_head(queue, value)
+            return int(replies[0])
+
+        return finish
 
     def cancel(self, job_id: str) -> None:
         # The first cancellation's time stays: cancelling twice does not move when the job ended.

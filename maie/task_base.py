@@ -129,11 +129,23 @@ class MaieTask(CeleryTask):  # type: ignore[type-arg]
 
     def started(self, job_id: str, redispatch: int = 0) -> None:
         """Count this delivery of the task's attempt, and note the job's progress for the reconciler."""
+        self.check_deliveries(store().start(job_id, self.attempt(redispatch), self.queue()))
+
+    def attempt(self, redispatch: int = 0) -> str:
+        """What this delivery counts against: the task's attempt (e.g. "chunk 3:0"). A task sent
+        again by the reconciler counts its deliveries apart from the lost original's."""
         what = self.describe()
-        # A task sent again by the reconciler counts its deliveries apart from the lost original's.
         sent = f"{what}:r{redispatch}" if redispatch else what
-        st = store()
-        n = st.count_delivery(job_id, f"{sent}:{self.request.retries}")
+        return f"{sent}:{self.request.retries}"
+
+    def queue(self) -> str | None:
+        """The queue (lane) this delivery came from, whose progress the reconciler watches."""
+        delivered = (self.request.delivery_info or {}).get("routing_key")
+        return delivered or TASK_ROUTES.get(self.name, {}).get("queue")
+
+    def check_deliveries(self, n: int) -> None:
+        """Refuse a task attempt delivered more than MAX_DELIVERIES times (it kills its worker)."""
+        what = self.describe()
         if n > MAX_DELIVERIES:
             raise WorkerLost(
                 f"{what}: its worker stopped while running it {n - 1} times (killed or out of memory?); "
@@ -146,13 +158,6 @@ class MaieTask(CeleryTask):  # type: ignore[type-arg]
                 n,
                 MAX_DELIVERIES,
             )
-        st.touch(job_id)
-        created = st.created_at(job_id)
-        # The queue (lane) it came from, whose progress the reconciler watches.
-        delivered = (self.request.delivery_info or {}).get("routing_key")
-        queue = delivered or TASK_ROUTES.get(self.name, {}).get("queue")
-        if created is not None and queue is not None:
-            st.note_head(queue, created)
 
     def _endpoint_down(self) -> EndpointDown | None:
         """What is known about the endpoint of the task's stage, if it is marked down."""
@@ -171,12 +176,14 @@ def _cooldown(url: str) -> Cooldown:
     )
 
 
-def llm_backend(task: Task, job_id: str) -> LLMBackend:
-    """This process's backend for `task`, behind its endpoint's cooldown, reporting progress."""
+def llm_backend(task: Task, job_id: str, *, touch: bool = True) -> LLMBackend:
+    """This process's backend for `task`, behind its endpoint's cooldown, reporting each finished
+    call as progress of the job (unless `touch` is False: the caller marks progress itself)."""
     s = settings()
     inner = get_backend(task, s)
     url = kind_of(s).endpoint_url(task, s)
-    return GuardedBackend(inner, _cooldown(url) if url is not None else None, lambda: store().touch(job_id))
+    progress = (lambda: store().touch(job_id)) if touch else None
+    return GuardedBackend(inner, _cooldown(url) if url is not None else None, progress)
 
 
 def check_cancelled(job_id: str) -> None:

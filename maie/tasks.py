@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from maie import metrics
@@ -21,7 +22,15 @@ from maie.canvas import notes_canvas
 from maie.celery import app
 from maie.enhance import SYSTEM_PROMPT as ENHANCE_PROMPT
 from maie.enhance import EnhancedChunk, enhance_chunk_text
-from maie.errors import BackendUnavailable, ConfigError, ContextExceeded, InputError, JobFailed, MaieError
+from maie.errors import (
+    BackendUnavailable,
+    ConfigError,
+    ContextExceeded,
+    InputError,
+    JobCancelled,
+    JobFailed,
+    MaieError,
+)
 from maie.job_meta import JobMeta
 from maie.names import ASSEMBLE, ENHANCE_CHUNK, PARTIAL_NOTES, SUMMARIZE
 from maie.result import JobResult, StageMetrics, build_result, version_of
@@ -66,21 +75,24 @@ def _result_so_far(st: JobStore, job_id: str, meta: JobMeta) -> JobResult:
     store_errors_even_if_ignored=True,
 )
 def enhance_chunk(self: MaieTask, *, job_id: str, index: int, redispatch: int = 0) -> dict[str, Any]:
-    check_cancelled(job_id)
-    done = store().enhanced_one(job_id, index)
-    if done is not None:
+    # What the task reads and marks as it starts, in one round trip (maie.store.JobStore.open_chunk).
+    opening = store().open_chunk(job_id, index, self.attempt(redispatch), self.queue())
+    if opening.cancelled:
+        raise JobCancelled(f"job {job_id} was cancelled")
+    if opening.done is not None:
         # Delivered again after it finished: its acknowledgement was lost with a broker connection
         # (a Redis restart). Nothing to do, and no delivery counted against a worker that did not
         # die: three restarts in a row would otherwise fail the job with worker_lost.
         log.info("chunk %d: already enhanced; delivered again after a lost acknowledgement", index)
-        return {k: done.get(k) for k in ("index", "degraded", "failed", "edit_rate")}
-    self.started(job_id, redispatch)
-    text = store().raw_chunk(job_id, index)
+        return {k: opening.done.get(k) for k in ("index", "degraded", "failed", "edit_rate")}
+    self.check_deliveries(opening.deliveries)
+    text = opening.raw
     if text is None:
         raise InputError(f"chunk {index} of job {job_id} is not in the store (expired?)")
     s = settings()
     started = time.time()
-    backend = llm_backend("enhance", job_id)
+    # No progress mark around the call: the opening marked it, the chunk's record marks it again.
+    backend = llm_backend("enhance", job_id, touch=False)
     try:
         chunk = enhance_chunk_text(
             backend, index, text, s.llm_enhance, s.enhance_max_edit_rate, s.enhance_mode
@@ -100,13 +112,13 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int, redispatch: int = 
     record.update(started_at=started, finished_at=time.time())
     if not record.get("failed"):  # a chunk kept raw never learnt which model would have served it
         record["version"] = version_of(backend, prompt=ENHANCE_PROMPT, decoding=s.enhance_mode).model_dump()
-    store().put_enhanced(job_id, index, record)
-    _record_chunk(backend, record)
+    # The record, the job's progress and the metrics in one round trip.
+    store().finish_chunk(job_id, index, record, also=_chunk_metrics(backend, record))
     log.info("chunk %d enhanced: degraded=%s edit_rate=%s", index, record["degraded"], record["edit_rate"])
     return {k: record[k] for k in ("index", "degraded", "failed", "edit_rate")}
 
 
-def _record_chunk(backend: Any, record: dict[str, Any]) -> None:
+def _chunk_metrics(backend: Any, record: dict[str, Any]) -> Callable[[Any], None]:
     failed = bool(record.get("failed"))
     llm = (
         None
@@ -120,8 +132,7 @@ def _record_chunk(backend: Any, record: dict[str, Any]) -> None:
             float(record.get("seconds") or 0.0),
         )
     )
-    url = settings().celery_result_backend
-    metrics.record_chunk(url, degraded=bool(record["degraded"]), failed=failed, llm=llm)
+    return lambda pipe: metrics.add_chunk(pipe, degraded=bool(record["degraded"]), failed=failed, llm=llm)
 
 
 # Levels of notes a summary may take before MAIE gives up. Each level at least halves the number of

@@ -14,19 +14,25 @@ import math
 from maie.backends.base import LLMBackend, Message
 from maie.chunking import approx_token_count
 
-__all__ = ["ESTIMATE_MARGIN", "TEMPLATE_OVERHEAD", "count_text", "prompt_tokens"]
+__all__ = ["ESTIMATE_MARGIN", "TEMPLATE_OVERHEAD", "estimate", "count_text", "prompt_tokens"]
 
 ESTIMATE_MARGIN = 1.25
 # Tokens kept free for the chat template's own markup around the messages.
 TEMPLATE_OVERHEAD = 32
 
 
-def count_text(backend: LLMBackend, text: str) -> int:
-    """Tokens of `text`: the backend's exact count, else the estimate with its safety margin."""
-    exact = backend.count_tokens(text)
-    return exact if exact is not None else math.ceil(approx_token_count(text) * ESTIMATE_MARGIN)
+def estimate(text: str) -> int:
+    """Tokens of `text` estimated with the safety margin: never fewer than a tokenizer counts."""
+    return math.ceil(approx_token_count(text) * ESTIMATE_MARGIN)
 
 
-def prompt_tokens(backend: LLMBackend, messages: list[Message]) -> int:
-    """Tokens of a chat prompt: its messages' text plus the chat template's markup."""
+def count_text(backend: LLMBackend | None, text: str) -> int:
+    """Tokens of `text`: the backend's exact count, else (or without a backend) the estimate."""
+    exact = backend.count_tokens(text) if backend is not None else None
+    return exact if exact is not None else estimate(text)
+
+
+def prompt_tokens(backend: LLMBackend | None, messages: list[Message]) -> int:
+    """Tokens of a chat prompt: its messages' text plus the chat template's markup (estimated
+    when `backend` is None)."""
     return count_text(backend, "\n".join(m["content"] for m in messages)) + TEMPLATE_OVERHEAD

@@ -15,6 +15,7 @@ class ScriptedBackend:
     task = "test"
     endpoint = "scripted://"
     model = "scripted"
+    discovered = True
 
     def __init__(
         self, replies: list[Completion | Exception], max_model_len: int = 8192, exact: bool = True

@@ -88,6 +88,11 @@ class LLMBackend(Protocol):
         """The model's context length in tokens: what the engine or server says, else the setting."""
         ...
 
+    @property
+    def discovered(self) -> bool:
+        """Whether the model and its context are known without a call."""
+        ...
+
     def discover(self) -> None:
         """Learn the model and its context now (start-up). Raises ConfigError when the configured
         model is not there, BackendUnavailable when the LLM cannot be reached yet."""

@@ -105,6 +105,10 @@ class LocalVllmBackend:
     def max_model_len(self) -> int:
         return int(self._llm.llm_engine.model_config.max_model_len)
 
+    @property
+    def discovered(self) -> bool:
+        return True  # loaded in the constructor
+
     def discover(self) -> None:
         """Nothing to ask: the engine's own configuration is the truth once it is loaded."""
 

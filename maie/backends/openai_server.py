@@ -102,6 +102,10 @@ class OpenAIServerBackend:
         self.discover()
         return self._max_model_len
 
+    @property
+    def discovered(self) -> bool:
+        return self._discovered
+
     def discover(self) -> None:
         """Ask `/v1/models` once: the model to use and its context length.
 

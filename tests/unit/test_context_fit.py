@@ -6,7 +6,7 @@ import pytest
 from scripted_backend import EchoBackend
 
 from maie.chunking import approx_token_count, chunk_segments
-from maie.enhance import enhance_chunk_text, max_chunk_tokens
+from maie.enhance import build_messages, enhance_chunk_text, max_chunk_tokens
 from maie.errors import ContextExceeded
 from maie.inputs import Segment
 from maie.settings import LlmTaskSettings
@@ -31,10 +31,33 @@ def test_a_chunk_too_long_for_the_context_is_enhanced_in_halves_that_fit() -> No
 
 
 def test_a_context_refusal_from_the_server_halves_the_chunk() -> None:
-    backend = EchoBackend([ContextExceeded("maximum context length")], max_model_len=8192)
+    refused = ContextExceeded("maximum context length")
+    backend = EchoBackend([refused, refused], max_model_len=8192)
     out = enhance_chunk_text(backend, 0, CHUNK, CFG, 0.15)
     assert out.text == CHUNK and not out.degraded
-    assert len(backend.calls) == 3  # refused whole, then two halves
+    # Refused whole with the estimated budget, then whole with the exact count, then two halves.
+    assert len(backend.calls) == 4
+    estimated, counted = (call["max_tokens"] for call in backend.calls[:2])
+    assert counted < estimated
+
+
+def test_a_chunk_that_fits_by_the_estimate_is_not_counted() -> None:
+    class Counting(EchoBackend):
+        counts = 0
+
+        def count_tokens(self, text: str) -> int | None:
+            self.counts += 1
+            return super().count_tokens(text)
+
+    backend = Counting([], max_model_len=8192)
+    assert enhance_chunk_text(backend, 0, CHUNK, CFG, 0.15).text == CHUNK
+    assert backend.counts == 0 and len(backend.calls) == 1
+    # Too long by the estimate, not by the exact count: counted, and sent whole.
+    exact = int(len(CHUNK.split()) * 1.5) + 64 + prompt_tokens(backend, build_messages(CHUNK))
+    assert exact < approx_token_count(CHUNK) * ESTIMATE_MARGIN * 2.5
+    tight = Counting([], max_model_len=exact + 5)
+    assert enhance_chunk_text(tight, 0, CHUNK, CFG, 0.15).text == CHUNK
+    assert tight.counts > 0 and len(tight.calls) == 1
 
 
 def test_one_long_line_is_halved_between_words_then_characters() -> None:
