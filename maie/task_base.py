@@ -129,7 +129,7 @@ class MaieTask(CeleryTask):  # type: ignore[type-arg]
 
     def started(self, job_id: str, redispatch: int = 0) -> None:
         """Count this delivery of the task's attempt, and note the job's progress for the reconciler."""
-        self.check_deliveries(store().start(job_id, self.attempt(redispatch), self.queue()))
+        self.check_deliveries(store().start(job_id, self.attempt(redispatch), self.source_queue()))
 
     def attempt(self, redispatch: int = 0) -> str:
         """What this delivery counts against: the task's attempt (e.g. "chunk 3:0"). A task sent
@@ -138,7 +138,7 @@ class MaieTask(CeleryTask):  # type: ignore[type-arg]
         sent = f"{what}:r{redispatch}" if redispatch else what
         return f"{sent}:{self.request.retries}"
 
-    def queue(self) -> str | None:
+    def source_queue(self) -> str | None:
         """The queue (lane) this delivery came from, whose progress the reconciler watches."""
         delivered = (self.request.delivery_info or {}).get("routing_key")
         return delivered or TASK_ROUTES.get(self.name, {}).get("queue")

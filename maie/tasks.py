@@ -76,7 +76,7 @@ def _result_so_far(st: JobStore, job_id: str, meta: JobMeta) -> JobResult:
 )
 def enhance_chunk(self: MaieTask, *, job_id: str, index: int, redispatch: int = 0) -> dict[str, Any]:
     # What the task reads and marks as it starts, in one round trip (maie.store.JobStore.open_chunk).
-    opening = store().open_chunk(job_id, index, self.attempt(redispatch), self.queue())
+    opening = store().open_chunk(job_id, index, self.attempt(redispatch), self.source_queue())
     if opening.cancelled:
         raise JobCancelled(f"job {job_id} was cancelled")
     if opening.done is not None:
