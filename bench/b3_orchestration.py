@@ -183,10 +183,11 @@ def report(
     ]
     if not ok_rate:
         lines.append(
-            "- why missed: each chunk task costs the enhance worker several Redis round trips (cancel flag, "
-            "delivery counter, raw chunk, enhanced record, job meta, Celery's result and chord counter) "
-            "plus Celery's own message handling, all in one Python process on a machine of 2 cores that "
-            "also runs Redis, the summary pool, the fake server and this client"
+            "- why missed: a chunk task is CPU-bound in its one Python process (about 7 ms of CPU each when "
+            "profiled on the 2-core machine, bench/RESULTS.md: the openai client's request and reply, "
+            "kombu's message fetch and acknowledgement, Celery's tracing, events and log lines, and the "
+            "job store's two round trips), on a machine of 2 cores that also runs Redis, the summary "
+            "pool, the fake server and this client; the direct clients' own rate is the ceiling"
         )
     if not ok_lat:
         lines.append(
