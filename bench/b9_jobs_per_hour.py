@@ -109,12 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--jobs", type=int, default=4)
     p.add_argument("--words", type=int, default=250)
-    p.add_argument("--engine-cores", default="0", help='VLLM_CPU_OMP_THREADS_BIND, or "auto"')
-    p.add_argument("--timeout", type=float, default=1200, help="bound of each path, seconds")
-    p.add_argument("--no-record", action="store_true")
-    p.add_argument("--direct-child", action="store_true", help=argparse.SUPPRESS)
+    c.add_engine_args(p, timeout=1200)
     p.add_argument("--texts", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.direct_child:
         return direct_child(a)

@@ -10,6 +10,7 @@ process group, then SIGKILL) when the benchmark ends, fails or is interrupted (C
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import fcntl
@@ -286,6 +287,15 @@ def pin_pid(pid: int, cpus: str) -> None:
 def pin_self(cpus: str) -> None:
     """This benchmark process (its direct clients are its threads) on `cpus`."""
     os.sched_setaffinity(0, {int(x) for x in cpus.split(",")})
+
+
+def add_engine_args(p: argparse.ArgumentParser, timeout: float) -> None:
+    """The options of a benchmark that runs a vLLM engine on CPU and a direct child process."""
+    p.add_argument("--engine-cores", default="0", help='VLLM_CPU_OMP_THREADS_BIND, or "auto"')
+    p.add_argument("--timeout", type=float, default=timeout, help="bound of each phase, seconds")
+    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--direct-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
 
 
 def engine_env(cores: str) -> dict[str, str]:
