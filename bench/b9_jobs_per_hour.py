@@ -87,14 +87,21 @@ def direct_child(a: argparse.Namespace) -> int:
     template = load_template(TEMPLATE, s.templates_dir)
 
     def one_job(chunks: list[str], pool: ThreadPoolExecutor) -> dict[str, Any]:
+        begun = time.monotonic()
         futures = [
             pool.submit(enhance_chunk_text, enhance, i, t, s.llm_enhance, s.enhance_max_edit_rate)
             for i, t in enumerate(chunks)
         ]
         enhanced = [f.result() for f in futures]
+        enhance_seconds = time.monotonic() - begun
         outcome = summarize_text(summary, template, "\n".join(e.text for e in enhanced), s.llm_sum)
-        tokens = sum(e.completion_tokens for e in enhanced) + outcome.completion_tokens
-        return {"chunks": len(chunks), "summary_keys": sorted(outcome.data), "completion_tokens": tokens}
+        return {
+            "chunks": len(chunks),
+            "summary_keys": sorted(outcome.data),
+            "completion_tokens": sum(e.completion_tokens for e in enhanced) + outcome.completion_tokens,
+            "enhance_seconds": enhance_seconds,
+            "summary_seconds": outcome.seconds,
+        }
 
     started = time.monotonic()
     # Threads enough for every chunk and job at once: the engines batch them as the pools' would.
@@ -170,10 +177,18 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"b9: jobs without a summary: {failed}")
         degraded = sum(ch.degraded for r in results for ch in r.chunks)
         maie_tokens = sum(m.completion_tokens for r in results for m in r.metrics.values())
+        # Per stage, mean over jobs: the enhance stage's wall time, the summary call's duration.
+        maie_stages = [
+            sum(r.metrics[stage].wall_seconds for r in results) / len(results)
+            for stage in ("enhance", "summary")
+        ]
         print(f"b9: maie {a.jobs} jobs in {seconds:.1f} s · load {c.load_average()}", flush=True)
 
     n_chunks = sum(len(ch) for ch in chunked)
     direct_tokens = sum(j["completion_tokens"] for j in direct["jobs"])
+    direct_stages = [
+        sum(j[f"{st}_seconds"] for j in direct["jobs"]) / len(direct["jobs"]) for st in ("enhance", "summary")
+    ]
     ratio = direct["seconds"] / seconds
     lines = [
         f"- work: {a.jobs} jobs, each the first {a.words} words of an AMI meeting as raw ASR text "
@@ -194,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| MAIE: submit → both pools → result | {a.jobs} | {seconds:.1f} | {a.jobs / seconds * 3600:.0f} | "
         f"{maie_tokens} | {maie_tokens / seconds:.1f} |",
         "",
+        f"- per job, mean: enhance stage {maie_stages[0]:.1f} s through MAIE, "
+        f"{direct_stages[0]:.1f} s direct; summary call {maie_stages[1]:.1f} s through MAIE, "
+        f"{direct_stages[1]:.1f} s direct",
         f"- **MAIE {a.jobs / seconds * 3600:.0f} jobs per hour; MAIE ÷ direct = {ratio:.2f}** in wall time, "
         f"{(maie_tokens / seconds) / (direct_tokens / direct['seconds']):.2f} in tokens generated per second "
         f"({degraded} of {n_chunks} chunks kept raw by the faithfulness check: the 135M model, "
