@@ -93,7 +93,7 @@ def add_chunk(
 ) -> None:
     """Queue the counts of one enhanced chunk, and with `llm` (the arguments of record_llm after the
     URL) its LLM work, on `pipe`: the chunk task sends them with the chunk's record (this runs once
-    per chunk; a Redis error then fails the write of the record too, and the task is retried)."""
+    per chunk), so they are written or lost with it."""
     outcome = "failed" if failed else "degraded" if degraded else "ok"
     ints, floats = _llm_fields(*llm) if llm is not None else ({}, {})
     _queue(pipe, {_field("chunks", outcome): 1, **ints}, floats)

@@ -26,6 +26,7 @@ __all__ = [
     "JobRecords",
     "redis_client",
     "put_record",
+    "queue_record",
     "indexed_records",
     "ACTIVE",
     "REDISPATCHED",
@@ -90,9 +91,14 @@ class JobRecords(Protocol):
 def put_record(client: redis.Redis, key: str, field: str, record: dict[str, Any], ttl: int) -> None:
     """One JSON record under `field` of the hash `key`, whose whole hash lives `ttl` more seconds."""
     pipe = client.pipeline(transaction=True)
+    queue_record(pipe, key, field, record, ttl)
+    pipe.execute()
+
+
+def queue_record(pipe: Any, key: str, field: str, record: dict[str, Any], ttl: int) -> None:
+    """`put_record`'s commands, queued on `pipe` for a caller that sends more in the same round trip."""
     pipe.hset(key, field, json.dumps(record, ensure_ascii=False))
     pipe.expire(key, ttl)
-    pipe.execute()
 
 
 def indexed_records(client: redis.Redis, key: str) -> dict[int, dict[str, Any]]:
@@ -149,10 +155,6 @@ class JobStore:
         pipe.execute()
 
     # -- chunks --------------------------------------------------------------------------------
-    def raw_chunk(self, job_id: str, index: int) -> str | None:
-        value = self.redis.hget(self._key(job_id, "raw"), str(index))
-        return value if value is None else str(value)
-
     def raw_chunks(self, job_id: str) -> dict[int, str]:
         return {int(k): str(v) for k, v in self.redis.hgetall(self._key(job_id, "raw")).items()}
 
@@ -161,10 +163,6 @@ class JobStore:
 
     def enhanced(self, job_id: str) -> dict[int, dict[str, Any]]:
         return indexed_records(self.redis, self._key(job_id, "enhanced"))
-
-    def enhanced_one(self, job_id: str, index: int) -> dict[str, Any] | None:
-        raw = self.redis.hget(self._key(job_id, "enhanced"), str(index))
-        return None if raw is None else dict(json.loads(raw))
 
     def enhanced_count(self, job_id: str) -> int:
         return int(self.redis.hlen(self._key(job_id, "enhanced")))
@@ -234,13 +232,13 @@ class JobStore:
             raw=None if replies[2] is None else str(replies[2]),
         )
 
-    def finish_chunk(self, job_id: str, index: int, record: dict[str, Any], also: Any = None) -> None:
+    def finish_chunk(
+        self, job_id: str, index: int, record: dict[str, Any], also: Callable[[Any], None] | None = None
+    ) -> None:
         """Store a chunk's record and mark the job's progress; `also(pipe)` adds more commands (the
         metrics) to the same round trip."""
-        key = self._key(job_id, "enhanced")
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, str(index), json.dumps(record, ensure_ascii=False))
-        pipe.expire(key, self.ttl)
+        queue_record(pipe, self._key(job_id, "enhanced"), str(index), record, self.ttl)
         pipe.zadd(ACTIVE, {job_id: time.time()}, xx=True, gt=True)
         if also is not None:
             also(pipe)

@@ -28,7 +28,16 @@ from maie.retry import GiveUp, RetryPolicy
 from maie.settings import Settings, get_settings
 from maie.store import JobStore
 
-__all__ = ["MaieTask", "MAX_DELIVERIES", "settings", "store", "check_cancelled", "llm_backend", "receipt"]
+__all__ = [
+    "MaieTask",
+    "MAX_DELIVERIES",
+    "settings",
+    "store",
+    "check_cancelled",
+    "cancelled_error",
+    "llm_backend",
+    "receipt",
+]
 
 log = logging.getLogger("maie.tasks")
 
@@ -186,9 +195,13 @@ def llm_backend(task: Task, job_id: str, *, touch: bool = True) -> LLMBackend:
     return GuardedBackend(inner, _cooldown(url) if url is not None else None, progress)
 
 
+def cancelled_error(job_id: str) -> JobCancelled:
+    return JobCancelled(f"job {job_id} was cancelled")
+
+
 def check_cancelled(job_id: str) -> None:
     if store().cancelled(job_id):
-        raise JobCancelled(f"job {job_id} was cancelled")
+        raise cancelled_error(job_id)
 
 
 def receipt(result: JobResult) -> dict[str, Any]:

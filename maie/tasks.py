@@ -27,7 +27,6 @@ from maie.errors import (
     ConfigError,
     ContextExceeded,
     InputError,
-    JobCancelled,
     JobFailed,
     MaieError,
 )
@@ -36,7 +35,7 @@ from maie.names import ASSEMBLE, ENHANCE_CHUNK, PARTIAL_NOTES, SUMMARIZE
 from maie.result import JobResult, StageMetrics, build_result, version_of
 from maie.store import JobStore
 from maie.summary import fits_in_one_call, partial_notes, plan_groups, summarize_text
-from maie.task_base import MaieTask, check_cancelled, llm_backend, receipt, settings, store
+from maie.task_base import MaieTask, cancelled_error, check_cancelled, llm_backend, receipt, settings, store
 from maie.templates import load_template
 
 __all__ = ["enhance_chunk", "summarize", "partial_notes_task", "assemble"]
@@ -78,7 +77,7 @@ def enhance_chunk(self: MaieTask, *, job_id: str, index: int, redispatch: int = 
     # What the task reads and marks as it starts, in one round trip (maie.store.JobStore.open_chunk).
     opening = store().open_chunk(job_id, index, self.attempt(redispatch), self.source_queue())
     if opening.cancelled:
-        raise JobCancelled(f"job {job_id} was cancelled")
+        raise cancelled_error(job_id)
     if opening.done is not None:
         # Delivered again after it finished: its acknowledgement was lost with a broker connection
         # (a Redis restart). Nothing to do, and no delivery counted against a worker that did not
